@@ -1,0 +1,5 @@
+"""Allow ``python -m ocitool``."""
+
+from ocitool.cli import main
+
+main()

@@ -1,0 +1,257 @@
+"""The ``ocitool`` command line: parse, call a stage, print. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ocitool import __version__
+from ocitool.config import Config, default_root, load_config
+from ocitool.errors import OcitoolError
+from ocitool.image import inspect as image_views
+from ocitool.image.manifest import decode_manifest
+from ocitool.image.platform import Platform, parse_platform
+from ocitool.image.pull import fetch_config, pull, resolve
+from ocitool.image.reference import Reference, parse_reference
+from ocitool.image.remote import AccessOptions, client_for, open_manifest
+from ocitool.image.store import ImageStore
+from ocitool.progress import LineProgress, TerminalProgress, human_size
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TRANSPORT = "docker://"
+
+
+@dataclass
+class App:
+    """What the global options decided, shared by every command."""
+
+    root: Path
+    config_file: str | None
+    _config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_file)
+        return self._config
+
+    def store(self) -> ImageStore:
+        return ImageStore.open(self.root / "images")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ocitool")
+@click.option("--root", type=click.Path(file_okay=False), help="State directory [default: $OCITOOL_ROOT, "
+              "/var/lib/ocitool for root, ~/.local/share/ocitool otherwise].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML config file [default: $OCITOOL_CONFIG, ~/.config/ocitool/config.toml, "
+                   "/etc/ocitool/config.toml].")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="warning", show_default=True,
+              help="How much to log on stderr; 'debug' also shows tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, config_file: str | None, log_level: str) -> None:
+    """Pull OCI images, unpack them into bundles, and run them.
+
+    \b
+    Image stage:   pull, images, inspect, tags, rmi, gc
+    """
+    logging.basicConfig(level=log_level.upper(), format="ocitool: %(levelname)s: %(message)s")
+    ctx.obj = App(Path(root) if root else default_root(), config_file)
+
+
+def access_options(func: Any) -> Any:
+    """The registry-access flags shared by commands that talk to registries."""
+    func = click.option("--authfile", type=click.Path(dir_okay=False),
+                        help="Auth file (containers auth.json or Docker config.json format).")(func)
+    func = click.option("--creds", metavar="USER:PASS", help="Credentials for the registry.")(func)
+    func = click.option("--tls-verify", type=click.BOOL, default=None, metavar="true|false",
+                        help="Require HTTPS with a verified certificate [default: true, "
+                             "false for loopback and 'insecure' registries].")(func)
+    return func
+
+
+def platform_option(func: Any) -> Any:
+    """``--platform OS/ARCH[/VARIANT]``."""
+    return click.option("--platform", "platform_text", metavar="OS/ARCH[/VARIANT]",
+                        help="Platform to choose from a multi-platform image [default: this host's].")(func)
+
+
+def _platform(text: str | None) -> Platform | None:
+    return parse_platform(text) if text else None
+
+
+def _remote_ref(text: str) -> Reference:
+    return parse_reference(text.removeprefix(TRANSPORT))
+
+
+def _print_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=4))
+
+
+@cli.command("pull")
+@platform_option
+@access_options
+@click.option("-q", "--quiet", is_flag=True, help="Print only the digest, no progress.")
+@click.argument("image")
+@click.pass_obj
+def pull_command(app: App, image: str, platform_text: str | None, tls_verify: bool | None, creds: str | None,
+                 authfile: str | None, quiet: bool) -> None:
+    """Pull IMAGE from its registry into the local store and print its digest.
+
+    \b
+    IMAGE is a reference such as busybox, quay.io/org/app:1.2,
+    localhost:5000/x@sha256:..., optionally prefixed with docker://.
+    Mirrors and insecure registries come from the config file.
+    Example: ocitool pull --platform linux/arm64 alpine:3.20
+    """
+    ref = _remote_ref(image)
+    progress = None if quiet else (TerminalProgress() if sys.stderr.isatty() else LineProgress())
+    result = pull(ref, app.store(), app.config, AccessOptions(tls_verify, creds, authfile),
+                  _platform(platform_text), **({"progress": progress} if progress else {}))
+    if not quiet:
+        click.echo(f"Pulled {result.name}" + (f" ({result.platform})" if result.platform else ""), err=True)
+        if result.registry_digest != result.digest:
+            click.echo(f"Converted Docker manifest {result.registry_digest} to OCI", err=True)
+    click.echo(result.digest)
+
+
+@cli.command("images")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_obj
+def images_command(app: App, output_format: str) -> None:
+    """List the images in the local store."""
+    rows = image_views.list_images(app.store())
+    if output_format == "json":
+        _print_json(rows)
+        return
+    table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORM", "CREATED", "SIZE")]
+    table += [(r["repository"], r["tag"], r["digest"].partition(":")[2][:12], r["platform"],
+               (r["created"] or "")[:19].replace("T", " "), human_size(r["size"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@cli.command("inspect")
+@click.option("--raw", is_flag=True, help="Print the manifest exactly as stored (or as the registry sent it).")
+@click.option("--config", "show_config", is_flag=True, help="Print the image's config JSON.")
+@platform_option
+@access_options
+@click.argument("image")
+@click.pass_obj
+def inspect_command(app: App, image: str, raw: bool, show_config: bool, platform_text: str | None,
+                    tls_verify: bool | None, creds: str | None, authfile: str | None) -> None:
+    """Show an image's details: a local one, or with docker://REF straight from its registry.
+
+    \b
+    Examples: ocitool inspect busybox
+              ocitool inspect --config busybox
+              ocitool inspect --raw docker://localhost:5000/app:1.0
+    """
+    if image.startswith(TRANSPORT):
+        _inspect_remote(app, _remote_ref(image), raw, show_config, _platform(platform_text),
+                        AccessOptions(tls_verify, creds, authfile))
+        return
+    local = image_views.load_local(app.store(), str(parse_reference(image)))
+    if raw:
+        click.echo(local.manifest_bytes.decode())
+    elif show_config:
+        _print_json(local.config)
+    else:
+        _print_json(image_views.summary(local.name, local.descriptor["digest"], local.manifest, local.config))
+
+
+def _inspect_remote(app: App, ref: Reference, raw: bool, show_config: bool, platform: Platform | None,
+                    access: AccessOptions) -> None:
+    if raw:
+        client, response = open_manifest(ref, app.config, access)
+        client.close()
+        decode_manifest(response.data, response.media_type, str(ref))
+        click.echo(response.data.decode())
+        return
+    image = resolve(ref, app.config, access, platform)
+    try:
+        config = json.loads(fetch_config(image))
+        if show_config:
+            _print_json(config)
+        else:
+            tags = image.client.list_tags(ref.repository)
+            _print_json(image_views.summary(str(ref), image.digest, image.manifest, config, tags))
+    finally:
+        image.client.close()
+
+
+@cli.command("tags")
+@access_options
+@click.argument("repository")
+@click.pass_obj
+def tags_command(app: App, repository: str, tls_verify: bool | None, creds: str | None,
+                 authfile: str | None) -> None:
+    """List the tags of a repository in its registry (docker://REPO)."""
+    text = repository.removeprefix(TRANSPORT)
+    if "@" in text or ":" in text.rpartition("/")[2]:
+        raise click.UsageError(f"{repository}: give a repository without a tag or digest")
+    ref = parse_reference(text)
+    client = client_for(ref.api_host, ref.repository, app.config, AccessOptions(tls_verify, creds, authfile))
+    try:
+        _print_json({"Repository": ref.name, "Tags": client.list_tags(ref.repository)})
+    finally:
+        client.close()
+
+
+@cli.command("rmi")
+@click.argument("images", nargs=-1, required=True)
+@click.pass_obj
+def rmi_command(app: App, images: tuple[str, ...]) -> None:
+    """Remove images from the local store, and the blobs no other image uses."""
+    store = app.store()
+    for image in images:
+        name = str(parse_reference(image))
+        store.remove_ref(name)
+        click.echo(f"Untagged: {name}")
+    count, freed = store.gc()
+    click.echo(f"Deleted {count} blobs ({human_size(freed)})")
+
+
+@cli.command("gc")
+@click.pass_obj
+def gc_command(app: App) -> None:
+    """Remove blobs that no image in the store references, and leftovers of interrupted pulls."""
+    count, freed = app.store().gc()
+    click.echo(f"Deleted {count} blobs ({human_size(freed)})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn failures into ``ocitool: error: ...`` and an exit code."""
+    debug = "debug" in (argv if argv is not None else sys.argv)
+    try:
+        code = cli.main(args=argv, prog_name="ocitool", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _fail(exc.format_message() + hint, 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    except OcitoolError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), 1)
+    except Exception as exc:  # a bug: say so in one line unless debugging
+        if debug:
+            traceback.print_exc()
+        _fail(f"internal error: {exc.__class__.__name__}: {exc} (run with --log-level debug for details)", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"ocitool: error: {message}", err=True)
+    sys.exit(code)

@@ -1,0 +1,42 @@
+"""Errors that ocitool reports to users as one line.
+
+Every failure a user can cause or fix (bad input, an unreachable or lying registry,
+a missing image) is raised as an :class:`OcitoolError` subclass; the CLI prints its
+message as ``ocitool: error: <message>`` and exits non-zero. Anything else is a bug.
+"""
+
+
+class OcitoolError(Exception):
+    """A failure with a message fit for the user."""
+
+
+class InvalidReferenceError(OcitoolError):
+    """An image reference that cannot be parsed or normalized."""
+
+
+class RegistryError(OcitoolError):
+    """A registry refused, failed or answered something we cannot use."""
+
+
+class AuthError(RegistryError):
+    """Credentials are missing, wrong or cannot be obtained."""
+
+
+class NotFoundError(OcitoolError):
+    """A repository, tag, image or blob does not exist."""
+
+
+class DigestMismatchError(OcitoolError):
+    """Content did not hash to (or was not the size of) its descriptor."""
+
+
+class ManifestError(OcitoolError):
+    """A manifest or index that is malformed or of an unsupported kind."""
+
+
+class StoreError(OcitoolError):
+    """The local OCI image layout is unusable."""
+
+
+class ConfigError(OcitoolError):
+    """The ocitool configuration file is invalid."""

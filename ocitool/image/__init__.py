@@ -1,0 +1,1 @@
+"""Image stage: references, registry client, auth, manifests and the OCI-layout store."""

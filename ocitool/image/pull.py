@@ -1,0 +1,199 @@
+"""``pull``: copy one image from a registry into the store.
+
+Order matters for crash safety: config and layers first, then the manifest, then the
+ref in ``index.json``, so a ref never points at content that is not all there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ocitool.config import Config
+from ocitool.errors import ManifestError, OcitoolError
+from ocitool.image.digest import sha256_digest
+from ocitool.image.manifest import (DOCKER_MANIFEST, OCI_MANIFEST, canonical_json, check_layers_supported,
+                                    decode_manifest, is_index, to_oci_manifest)
+from ocitool.image.platform import Platform, host_platform, select_manifest
+from ocitool.image.reference import Reference
+from ocitool.image.registry import RegistryClient
+from ocitool.image.remote import AccessOptions, open_manifest
+from ocitool.image.store import ImageStore
+
+log = logging.getLogger(__name__)
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+DEFAULT_JOBS = 4
+
+
+class Progress(Protocol):
+    """Receives download events; the CLI renders them (bars, lines or nothing)."""
+
+    def start(self, digest: str, size: int, kind: str) -> None: ...
+    def advance(self, digest: str, nbytes: int) -> None: ...
+    def finish(self, digest: str, note: str) -> None: ...
+
+
+class NoProgress:
+    """Progress that shows nothing."""
+
+    def start(self, digest: str, size: int, kind: str) -> None: pass
+    def advance(self, digest: str, nbytes: int) -> None: pass
+    def finish(self, digest: str, note: str) -> None: pass
+
+
+@dataclass(frozen=True)
+class RemoteImage:
+    """One platform's manifest as resolved from a registry, not yet stored."""
+
+    client: RegistryClient
+    ref: Reference
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    media_type: str
+    digest: str            # the digest the registry knows the manifest by
+    platform: Platform | None
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull stored."""
+
+    name: str              # the ref name in index.json
+    digest: str            # the stored (OCI) manifest's digest
+    registry_digest: str   # the manifest digest at the registry (differs for converted Docker manifests)
+    platform: Platform | None
+
+
+class _Cancelled(Exception):
+    """Another download of the same pull failed; stop this one."""
+
+
+def resolve(ref: Reference, config: Config, access: AccessOptions = AccessOptions(),
+            platform: Platform | None = None) -> RemoteImage:
+    """Fetch ``ref``'s manifest, choosing ``platform`` (default: this host's) from an index."""
+    client, top = open_manifest(ref, config, access)
+    try:
+        media_type, document = decode_manifest(top.data, top.media_type, str(ref))
+        response, chosen = top, None
+        if is_index(media_type):
+            descriptor = select_manifest(document, platform or host_platform(), str(ref))
+            response = client.get_manifest(ref.repository, descriptor["digest"])
+            media_type, document = decode_manifest(response.data, descriptor["mediaType"], str(ref))
+            if is_index(media_type):
+                raise ManifestError(f"{ref}: nested indexes are not supported")
+            chosen = platform or host_platform()
+        check_layers_supported(document, str(ref))
+        return RemoteImage(client, ref, document, response.data, media_type, response.digest, chosen)
+    except BaseException:
+        client.close()
+        raise
+
+
+def fetch_config(image: RemoteImage) -> bytes:
+    """The image's config blob, verified and checked to be a JSON object."""
+    descriptor = image.manifest["config"]
+    if descriptor["size"] > MAX_CONFIG_BYTES:
+        raise ManifestError(f"{image.ref}: image config of {descriptor['size']} bytes is implausibly large")
+    data = image.client.get_blob_bytes(image.ref.repository, descriptor)
+    try:
+        if isinstance(json.loads(data), dict):
+            return data
+    except ValueError:
+        pass
+    raise ManifestError(f"{image.ref}: image config {descriptor['digest']} is not a JSON object")
+
+
+def pull(ref: Reference, store: ImageStore, config: Config, access: AccessOptions = AccessOptions(),
+         platform: Platform | None = None, progress: Progress = NoProgress(),
+         jobs: int = DEFAULT_JOBS) -> PullResult:
+    """Copy ``ref`` (one platform) into ``store`` and tag it with its normalized name."""
+    image = resolve(ref, config, access, platform)
+    try:
+        with store.writing():
+            config_bytes = fetch_config(image)
+            _check_platform(image, config_bytes, platform)
+            _download_layers(image, store, progress, jobs)
+            store.put_blob(config_bytes, image.manifest["config"]["digest"])
+            descriptor = _store_manifest(image, store, config_bytes)
+            store.set_ref(str(ref), descriptor)
+    finally:
+        image.client.close()
+    return PullResult(str(ref), descriptor["digest"], image.digest, image.platform)
+
+
+def _check_platform(image: RemoteImage, config_bytes: bytes, wanted: Platform | None) -> None:
+    actual = _config_platform(config_bytes)
+    if wanted and actual and not wanted.matches(actual):
+        raise OcitoolError(f"{image.ref} is a single-platform image for {actual}, not {wanted}")
+    host = host_platform()
+    if not wanted and actual and not host.matches(actual):
+        log.warning("%s is for platform %s, which does not match this host (%s)", image.ref, actual, host)
+
+
+def _config_platform(config_bytes: bytes) -> Platform | None:
+    document = json.loads(config_bytes)
+    if not document.get("os") or not document.get("architecture"):
+        return None
+    return Platform(document["os"], document["architecture"], document.get("variant", ""))
+
+
+def _store_manifest(image: RemoteImage, store: ImageStore, config_bytes: bytes) -> dict[str, Any]:
+    """Write the manifest blob (as OCI) and return the descriptor a ref should hold."""
+    data = image.manifest_bytes
+    if image.media_type == DOCKER_MANIFEST:
+        data = canonical_json(to_oci_manifest(image.manifest))
+    digest = image.digest if data is image.manifest_bytes else sha256_digest(data)
+    store.put_blob(data, digest)
+    descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data)}
+    if platform := _config_platform(config_bytes):
+        descriptor["platform"] = {"architecture": platform.architecture, "os": platform.os}
+        if platform.variant:
+            descriptor["platform"]["variant"] = platform.variant
+    return descriptor
+
+
+def _download_layers(image: RemoteImage, store: ImageStore, progress: Progress, jobs: int) -> None:
+    """Download the layers the store lacks, ``jobs`` at a time; the first failure cancels the rest."""
+    wanted: dict[str, dict[str, Any]] = {}
+    for layer in image.manifest["layers"]:
+        if store.has_blob(layer["digest"]):
+            progress.start(layer["digest"], layer["size"], "layer")
+            progress.finish(layer["digest"], "already present")
+        else:
+            wanted.setdefault(layer["digest"], layer)
+    if not wanted:
+        return
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
+        futures = [pool.submit(_download_blob, image, store, layer, progress, cancel) for layer in wanted.values()]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            cancel.set()  # after a failure or Ctrl-C, the others stop at their next chunk
+        wait(futures)
+    for future in futures:
+        if future.exception():
+            raise future.exception()
+
+
+def _download_blob(image: RemoteImage, store: ImageStore, descriptor: dict[str, Any],
+                   progress: Progress, cancel: threading.Event) -> None:
+    digest = descriptor["digest"]
+
+    def on_bytes(nbytes: int) -> None:
+        if cancel.is_set():
+            raise _Cancelled()
+        progress.advance(digest, nbytes)
+
+    progress.start(digest, descriptor["size"], "layer")
+    with store.blob_writer(digest, descriptor["size"]) as writer:
+        try:
+            image.client.fetch_blob(image.ref.repository, descriptor, writer, on_bytes)
+        except _Cancelled:
+            return
+        writer.commit()
+    progress.finish(digest, "done")

@@ -1,0 +1,1 @@
+"""Runtime stage: runs a runtime-spec bundle as a Linux container."""

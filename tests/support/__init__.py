@@ -1,0 +1,1 @@
+"""Test-owned infrastructure: a real registry, a token server, image builders, a fault proxy."""
