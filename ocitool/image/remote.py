@@ -13,7 +13,7 @@ from ocitool.config import Config, is_loopback_host
 from ocitool.errors import OcitoolError
 from ocitool.image.credentials import find_credentials
 from ocitool.image.reference import Reference
-from ocitool.image.registry import ManifestResponse, RegistryClient
+from ocitool.image.registry import ManifestResponse, RegistryClient, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,21 @@ class AccessOptions:
     authfile: str | None = None
 
 
+MIRROR_RETRY = RetryPolicy(attempts=2)
+
+
 def client_for(host: str, repository: str, config: Config, access: AccessOptions,
-               explicit_creds: bool = True) -> RegistryClient:
-    """A client for ``host``; ``--creds`` applies only when ``explicit_creds`` (not to mirrors)."""
+               mirror: bool = False) -> RegistryClient:
+    """A client for ``host``.
+
+    A mirror gets no ``--creds`` (those are for the registry the user named) and gives
+    up sooner, since the registry itself is the fallback.
+    """
     insecure = access.tls_verify is False or (
         access.tls_verify is None and (config.registry(host).insecure or is_loopback_host(host)))
-    credentials = find_credentials(host, repository, access.creds if explicit_creds else None, access.authfile)
-    return RegistryClient(host, insecure=insecure, credentials=credentials)
+    credentials = find_credentials(host, repository, None if mirror else access.creds, access.authfile)
+    return RegistryClient(host, insecure=insecure, credentials=credentials,
+                          retry=MIRROR_RETRY if mirror else RetryPolicy())
 
 
 def open_manifest(ref: Reference, config: Config,
@@ -43,7 +51,7 @@ def open_manifest(ref: Reference, config: Config,
     Returns the client that answered, so blobs come from the same place.
     """
     for mirror in config.registry(ref.registry).mirrors:
-        client = client_for(mirror, ref.repository, config, access, explicit_creds=False)
+        client = client_for(mirror, ref.repository, config, access, mirror=True)
         try:
             return client, client.get_manifest(ref.repository, ref.target)
         except OcitoolError as exc:

@@ -13,6 +13,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,12 +33,16 @@ def _is_blob(path: str) -> bool:
 class FaultProxy:
     """Forward every request to ``upstream_url``, applying whichever faults are set.
 
-    * ``cut_blob_after = N``: the next 200 blob GET sends the full Content-Length but only
+    * ``cut_blob_after = N``: the next 200 blob GET longer than N bytes sends the full Content-Length but only
       N body bytes, then the socket is closed. One-shot: the attribute resets to None.
     * ``flip_blob_bytes = True``: every blob body (200 or 206) has its middle byte flipped.
     * ``status_queue = [(status, headers), ...]``: the next blob/manifest requests are
       answered with these, in order, without reaching the upstream.
     * ``always_status = code``: every request is answered with this status.
+    * ``redirect_blobs_to = base_url``: blob GETs get a 307 to ``base_url`` + the same path.
+    * ``manifest_reply = (body, content_type)``: manifest GETs get this body instead
+      (without a Docker-Content-Digest header): a registry that lies.
+    * ``blob_delay = seconds``: sleep before each 64 KiB of a blob body (a slow link).
     """
 
     def __init__(self, upstream_url: str) -> None:
@@ -46,6 +51,9 @@ class FaultProxy:
         self.flip_blob_bytes = False
         self.status_queue: list[tuple[int, dict[str, str]]] = []
         self.always_status: int | None = None
+        self.redirect_blobs_to: str | None = None
+        self.manifest_reply: tuple[bytes, str] | None = None
+        self.blob_delay = 0.0
         self.requests_seen: list[tuple[str, str, CaseInsensitiveDict[str]]] = []
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -82,9 +90,11 @@ class FaultProxy:
                 return self.status_queue.pop(0)
         return None
 
-    def take_cut(self) -> int | None:
-        """Consume the one-shot ``cut_blob_after`` setting."""
+    def take_cut(self, length: int) -> int | None:
+        """Consume the one-shot ``cut_blob_after`` setting if a body of ``length`` is long enough to cut."""
         with self.lock:
+            if self.cut_blob_after is None or self.cut_blob_after >= length:
+                return None
             cut, self.cut_blob_after = self.cut_blob_after, None
         return cut
 
@@ -101,11 +111,16 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             headers = CaseInsensitiveDict(dict(self.headers.items()))
             proxy.requests_seen.append((self.command, self.path, headers))
             body = self._read_body()
-            canned = proxy.take_canned_status(urlsplit(self.path).path)
+            path = urlsplit(self.path).path
+            canned = proxy.take_canned_status(path)
             if canned is not None:
                 self._send_canned(*canned)
-                return
-            self._forward(body)
+            elif proxy.redirect_blobs_to and self.command == "GET" and _is_blob(path):
+                self._send_bytes(307, b"", "text/plain", {"Location": proxy.redirect_blobs_to + self.path})
+            elif proxy.manifest_reply and self.command == "GET" and "/manifests/" in path:
+                self._send_bytes(200, *proxy.manifest_reply)
+            else:
+                self._forward(body)
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any  # noqa: N815
 
@@ -128,10 +143,15 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _send_canned(self, status: int, headers: dict[str, str]) -> None:
             """Answer with ``status`` and a registry-style JSON error body."""
             data = json.dumps({"errors": [{"code": "FAULT", "message": f"injected {status}"}]}).encode()
+            self._send_bytes(status, data, "application/json", headers)
+
+        def _send_bytes(self, status: int, data: bytes, content_type: str,
+                        headers: dict[str, str] | None = None) -> None:
+            """Answer with ``status``, extra ``headers`` and ``data`` as the body."""
             self.send_response(status)
-            for key, value in headers.items():
+            for key, value in (headers or {}).items():
                 self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
@@ -159,9 +179,9 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _relay(self, response: http.client.HTTPResponse) -> None:
             """Copy status, headers and (streamed) body back to the client."""
             is_blob_get = self.command == "GET" and _is_blob(urlsplit(self.path).path)
-            cut = proxy.take_cut() if is_blob_get and response.status == 200 else None
-            flip = is_blob_get and response.status in (200, 206) and proxy.flip_blob_bytes
             length = response.getheader("Content-Length")
+            cut = proxy.take_cut(int(length or 0)) if is_blob_get and response.status == 200 else None
+            flip = is_blob_get and response.status in (200, 206) and proxy.flip_blob_bytes
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in HOP_BY_HOP:
@@ -183,7 +203,9 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             """Stream the body, flipping the middle byte or cutting the connection if asked."""
             middle = length // 2 if flip and length else None
             sent = 0
+            delay = proxy.blob_delay if self.command == "GET" and _is_blob(urlsplit(self.path).path) else 0.0
             while chunk := response.read(CHUNK):
+                time.sleep(delay)
                 if middle is not None and sent <= middle < sent + len(chunk):
                     i = middle - sent
                     chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
