@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: deps venv
-	@echo "ocitool demo: coming with the 'run' command (see README)."
+	$(PY) scripts/demo.py
 
 bench: deps venv
 	$(PY) bench/pull.py

@@ -119,3 +119,13 @@ class OcitoolRunner:
 def ocitool(tmp_path: Path) -> OcitoolRunner:
     """A callable running the ocitool CLI against a fresh state root (``ocitool.root``)."""
     return OcitoolRunner(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tls_registry() -> Iterator[RegistryServer]:
+    """An HTTPS registry with a self-signed certificate (``tls_registry.ca_path``) and busybox."""
+    with RegistryServer(tls=True) as server:
+        busybox = images.busybox_image()
+        push_image(server.url, "library/busybox", "latest", busybox, verify=str(server.ca_path))
+        server.images["library/busybox:latest"] = busybox
+        yield server

@@ -259,3 +259,37 @@ def test_tls_verify_true_refuses_plain_http_registry(ocitool, registry):
 def test_python_dash_m_and_help():
     out = subprocess.run(["python", "-m", "ocitool", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "pull" in out.stdout
+
+
+def test_progress_bars_on_a_terminal(ocitool, registry):
+    """On a terminal each layer gets a bar redrawn in place; in a pipe, one plain line per blob."""
+    import os
+    import pty
+    import sys
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "ocitool", "--root", str(ocitool.root), "pull", f"{registry.host}/test/whiteouts"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=follower, env=ocitool.environment())
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=60) == 0
+    os.close(leader)
+    text = output.decode()
+    assert "[" + "#" * 30 + "]" in text and "\x1b[2K" in text
+    assert text.count("done") >= 3  # three layers
+    piped = ocitool("pull", f"{registry.host}/test/zstd").stderr
+    assert "\x1b" not in piped and "Copying blob" in piped
+
+
+def test_debug_log_level_shows_traceback(ocitool):
+    quiet = ocitool("pull", "UPPER", check=False)
+    debug = ocitool("--log-level", "debug", "pull", "UPPER", check=False)
+    assert "Traceback" not in quiet.stderr and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("ocitool: error:")

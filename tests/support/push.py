@@ -20,15 +20,17 @@ class _Client:
     """A requests session that retries once after answering a 401 challenge."""
 
     def __init__(self, registry_url: str, repository: str,
-                 creds: tuple[str, str] | None) -> None:
+                 creds: tuple[str, str] | None, verify: bool | str = True) -> None:
         self.base = registry_url.rstrip("/")
         self.repository = repository
         self.creds = creds
         self.session = requests.Session()
+        self.verify = verify  # passed per request: a session's own would lose to $REQUESTS_CA_BUNDLE
 
     def request(self, method: str, url: str, **kwargs: object) -> requests.Response:
         """Send a request to ``url`` (absolute, or relative to the registry)."""
         url = urljoin(self.base + "/", url)
+        kwargs.setdefault("verify", self.verify)
         response = self.session.request(method, url, allow_redirects=False, **kwargs)
         if response.status_code == 401 and self._authenticate(response):
             response = self.session.request(method, url, allow_redirects=False, **kwargs)
@@ -86,13 +88,14 @@ def _expect(response: requests.Response, status: int) -> None:
 
 
 def push_image(registry_url: str, repository: str, tag: str, image_or_index: Image | Index,
-               creds: tuple[str, str] | None = None) -> str:
+               creds: tuple[str, str] | None = None, verify: bool | str = True) -> str:
     """Push an image (or an index and all its children) and tag it; return its digest.
 
-    ``creds`` are (user, password), used for Basic auth or to fetch a Bearer token.
+    ``creds`` are (user, password), used for Basic auth or to fetch a Bearer token;
+    ``verify`` is a CA bundle path for an HTTPS registry with a self-signed certificate.
     The returned digest is the one the registry reported, checked against the built one.
     """
-    client = _Client(registry_url, repository, creds)
+    client = _Client(registry_url, repository, creds, verify)
     if isinstance(image_or_index, Image):
         digest = client.push_image(image_or_index, tag)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -63,18 +64,23 @@ def libtrust_key_id(public_key: rsa.RSAPublicKey) -> str:
     return ":".join(b32[i:i + 4] for i in range(0, len(b32), 4))
 
 
-def _self_signed_cert(key: rsa.RSAPrivateKey) -> x509.Certificate:
-    """A self-signed CA certificate for ``key``; it is both the JWT signer and the trust root."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ocitool test token signer")])
+def _self_signed_cert(key: rsa.RSAPrivateKey, common_name: str = "ocitool test token signer",
+                      loopback_san: bool = False) -> x509.Certificate:
+    """A self-signed CA certificate for ``key``: the JWT signer's trust root, or a TLS server's
+    certificate for 127.0.0.1/localhost (``loopback_san``)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.timezone.utc)
-    return (x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder()
+               .subject_name(name).issuer_name(name)
+               .public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(days=1))
+               .not_valid_after(now + dt.timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True))
+    if loopback_san:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return builder.sign(key, hashes.SHA256())
 
 
 class TokenServer:
@@ -221,11 +227,14 @@ class RegistryServer:
     """A ``docker-registry serve`` process with its own storage, config and log file.
 
     ``auth`` is None (open), ``("htpasswd", {user: password})`` or ``("token", TokenServer)``.
+    With ``tls`` it serves HTTPS with a self-signed certificate for 127.0.0.1 (``ca_path``).
     ``images`` is filled by the fixtures that seed the registry ("repo:tag" -> built image).
     """
 
-    def __init__(self, auth: Auth = None) -> None:
+    def __init__(self, auth: Auth = None, tls: bool = False) -> None:
         self.auth = auth
+        self.tls = tls
+        self.ca_path = Path()
         self.images: dict[str, Image | Index] = {}
         self.token_server: TokenServer | None = auth[1] if auth and auth[0] == "token" else None
         self.users: dict[str, str] = dict(auth[1]) if auth and auth[0] == "htpasswd" else {}
@@ -246,7 +255,7 @@ class RegistryServer:
         self._dir = Path(tempfile.mkdtemp(prefix="ocitool-registry-"))
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.url = f"{'https' if self.tls else 'http'}://{self.host}"
         config = self._dir / "config.yml"
         config.write_text(self._config_yaml())
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
@@ -289,7 +298,8 @@ class RegistryServer:
             if self._proc.poll() is not None:
                 break
             try:
-                if requests.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
+                verify = str(self.ca_path) if self.tls else True
+                if requests.get(f"{self.url}/v2/", timeout=1, verify=verify).status_code in (200, 401):
                     return
             except requests.ConnectionError:
                 pass
@@ -311,7 +321,21 @@ class RegistryServer:
         }
         if self.auth is not None:
             config["auth"] = self._auth_config()
+        if self.tls:
+            config["http"]["tls"] = self._tls_files()
         return json.dumps(config, indent=2)
+
+    def _tls_files(self) -> dict[str, str]:
+        """Write a key and self-signed certificate for 127.0.0.1; the certificate is its own CA."""
+        assert self._dir is not None
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ca_path = self._dir / "cert.pem"
+        self.ca_path.write_bytes(_self_signed_cert(key, "127.0.0.1", loopback_san=True)
+                                 .public_bytes(serialization.Encoding.PEM))
+        key_path = self._dir / "key.pem"
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return {"certificate": str(self.ca_path), "key": str(key_path)}
 
     def _auth_config(self) -> dict[str, Any]:
         """The ``auth`` section for the htpasswd or token mode."""
