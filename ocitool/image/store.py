@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ocitool.errors import NotFoundError, StoreError
+from ocitool.fsutil import atomic_write
 from ocitool.image.digest import DigestVerifier, validate_digest
 from ocitool.image.manifest import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, decode_manifest
 
@@ -90,7 +91,7 @@ class ImageStore:
             store.tmp_dir.mkdir(parents=True, exist_ok=True)
             (store.path / "blobs").mkdir(exist_ok=True)
             if not (store.path / "oci-layout").exists():
-                _atomic_write(store.path / "oci-layout", json.dumps(LAYOUT_VERSION).encode(), store.tmp_dir)
+                atomic_write(store.path / "oci-layout", json.dumps(LAYOUT_VERSION).encode(), tmp_dir=store.tmp_dir)
             if not (store.path / "index.json").exists():
                 with store._index_lock():
                     if not (store.path / "index.json").exists():
@@ -204,7 +205,7 @@ class ImageStore:
             self._write_index(document)
 
     def _write_index(self, document: dict[str, Any]) -> None:
-        _atomic_write(self.path / "index.json", json.dumps(document, indent=2).encode() + b"\n", self.tmp_dir)
+        atomic_write(self.path / "index.json", json.dumps(document, indent=2).encode() + b"\n", tmp_dir=self.tmp_dir)
 
     # -- locking and garbage collection ------------------------------------
 
@@ -264,17 +265,3 @@ def _flock(path: Path, mode: int) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
-    fd, name = tempfile.mkstemp(prefix=path.name + ".", dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

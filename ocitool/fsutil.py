@@ -1,0 +1,26 @@
+"""Small file-system helpers shared by the stages."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never a mix.
+
+    The temporary file lives in ``tmp_dir`` (default: beside ``path``; it must be on the
+    same file system) and is removed if anything fails.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=tmp_dir or path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
