@@ -262,21 +262,30 @@ class RegistryClient:
             return self._base
 
     def _probe(self) -> str:
-        schemes = ["https", "http"] if self.insecure else ["https"]
+        """Find the scheme: HTTPS, or for an insecure registry plain HTTP first, then HTTPS.
+
+        Trying HTTP first on insecure hosts (which may use it anyway) saves a failed TLS
+        handshake on the common local registry; a TLS-only server answers plain HTTP
+        with 400, which sends us on to HTTPS.
+        """
+        schemes = ["http", "https"] if self.insecure else ["https"]
         for scheme in schemes:
             base = f"{scheme}://{self.host}"
+            last = scheme == schemes[-1]
             try:
                 response = self._send("GET", base + "/v2/", {}, None)
             except (_Transient, RegistryError):
-                if scheme == schemes[-1]:
+                if last:
                     raise
-                continue  # an insecure registry may speak plain HTTP only
+                continue
             response.close()
             if response.status_code == 401:
                 self._challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
             elif response.status_code == 429 or response.status_code >= 500:
                 raise _Transient(f"registry answered HTTP {response.status_code}", _retry_after(response))
             elif response.status_code != 200:
+                if not last:
+                    continue
                 raise RegistryError(f"{base} is not a registry (GET /v2/ answered HTTP {response.status_code})")
             return base
         raise AssertionError("unreachable")
