@@ -40,3 +40,7 @@ class StoreError(OcitoolError):
 
 class ConfigError(OcitoolError):
     """The ocitool configuration file is invalid."""
+
+
+class LayerError(OcitoolError):
+    """A layer blob that cannot be applied: not a tar, corrupt, truncated or unsafe."""
