@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -18,10 +20,13 @@ from ocitool.errors import OcitoolError
 from ocitool.image import inspect as image_views
 from ocitool.image.manifest import decode_manifest
 from ocitool.image.platform import Platform, parse_platform
-from ocitool.image.pull import fetch_config, pull, resolve
+from ocitool.image.pull import NoProgress, Progress, fetch_config, pull, resolve
+from ocitool.image.source import PULL_POLICIES, local_image
 from ocitool.image.reference import Reference, parse_reference
 from ocitool.image.remote import AccessOptions, client_for, open_manifest
 from ocitool.image.store import ImageStore
+from ocitool.bundle.spec import default_spec, write_spec
+from ocitool.bundle.unpack import unpack
 from ocitool.progress import LineProgress, TerminalProgress, human_size
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -46,7 +51,22 @@ class App:
         return ImageStore.open(self.root / "images")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports big command groups only when they run, so ``ocitool pull`` starts fast."""
+
+    lazy = {"runtime": ("ocitool.cli_runtime", "runtime")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attribute = self.lazy[name]
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocitool")
 @click.option("--root", type=click.Path(file_okay=False), help="State directory [default: $OCITOOL_ROOT, "
               "/var/lib/ocitool for root, ~/.local/share/ocitool otherwise].")
@@ -61,6 +81,8 @@ def cli(ctx: click.Context, root: str | None, config_file: str | None, log_level
 
     \b
     Image stage:   pull, images, inspect, tags, rmi, gc
+    Bundle stage:  unpack, spec
+    Runtime stage: runtime SUBCOMMAND (runc's commands; also the ocitool-runtime program)
     """
     logging.basicConfig(level=log_level.upper(), format="ocitool: %(levelname)s: %(message)s")
     ctx.obj = App(Path(root) if root else default_root(), config_file)
@@ -85,6 +107,13 @@ def platform_option(func: Any) -> Any:
 
 def _platform(text: str | None) -> Platform | None:
     return parse_platform(text) if text else None
+
+
+def _progress(quiet: bool) -> Progress:
+    """Bars on a terminal, lines in a pipe, nothing when quiet."""
+    if quiet:
+        return NoProgress()
+    return TerminalProgress() if sys.stderr.isatty() else LineProgress()
 
 
 def _remote_ref(text: str) -> Reference:
@@ -112,9 +141,8 @@ def pull_command(app: App, image: str, platform_text: str | None, tls_verify: bo
     Example: ocitool pull --platform linux/arm64 alpine:3.20
     """
     ref = _remote_ref(image)
-    progress = None if quiet else (TerminalProgress() if sys.stderr.isatty() else LineProgress())
     result = pull(ref, app.store(), app.config, AccessOptions(tls_verify, creds, authfile),
-                  _platform(platform_text), **({"progress": progress} if progress else {}))
+                  _platform(platform_text), _progress(quiet))
     if not quiet:
         click.echo(f"Pulled {result.name}" + (f" ({result.platform})" if result.platform else ""), err=True)
         if result.registry_digest != result.digest:
@@ -205,6 +233,44 @@ def tags_command(app: App, repository: str, tls_verify: bool | None, creds: str 
         _print_json({"Repository": ref.name, "Tags": client.list_tags(ref.repository)})
     finally:
         client.close()
+
+
+@cli.command("unpack")
+@click.option("--rootless", is_flag=True, help="Unpack without root privileges (automatic when not root).")
+@click.option("--pull", "pull_policy", type=click.Choice(PULL_POLICIES), default="missing", show_default=True,
+              help="When to pull IMAGE into the store first.")
+@platform_option
+@access_options
+@click.argument("image")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.pass_obj
+def unpack_command(app: App, image: str, bundle: str, rootless: bool, pull_policy: str, platform_text: str | None,
+                   tls_verify: bool | None, creds: str | None, authfile: str | None) -> None:
+    """Unpack IMAGE into a runtime bundle directory BUNDLE (like umoci unpack).
+
+    \b
+    IMAGE is a reference in the store (pulled when missing, per --pull) or
+    oci:LAYOUT[:REF], e.g. the output of skopeo copy. BUNDLE must not exist
+    (or be empty); it gets rootfs/, config.json, sha256_<hex>.mtree and
+    ocitool.json. runc, crun and 'ocitool runtime' can run it.
+    Example: ocitool unpack busybox ./bundle && ocitool runtime run -b ./bundle box
+    """
+    store, name = local_image(image, app.store, app.config, pull_policy, AccessOptions(tls_verify, creds, authfile),
+                              _platform(platform_text), _progress(quiet=False))
+    result = unpack(store, name, Path(bundle), rootless=rootless or os.geteuid() != 0)
+    click.echo(f"Unpacked {name} ({result.manifest_digest}) into {result.bundle}", err=True)
+
+
+@cli.command("spec")
+@click.option("--rootless", is_flag=True, help="A config for running as an unprivileged user.")
+@click.option("--bundle", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Directory to write config.json into.")
+def spec_command(rootless: bool, bundle: str) -> None:
+    """Write a default config.json, like runc spec (no image needed)."""
+    path = Path(bundle) / "config.json"
+    if path.exists():
+        raise OcitoolError(f"{path} already exists; remove it first")
+    write_spec(Path(bundle), default_spec(rootless=rootless))
 
 
 @cli.command("rmi")
