@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests use as real peers (registry, images, interop tools).
-DEB_PACKAGES := docker-registry busybox-static skopeo umoci runc crun
+DEB_PACKAGES := python3 docker-registry busybox-static skopeo umoci runc crun podman conmon uidmap libseccomp2
 STAMP := $(VENV)/.installed
 
 .PHONY: test demo deps venv bench clean

@@ -129,3 +129,52 @@ def tls_registry() -> Iterator[RegistryServer]:
         push_image(server.url, "library/busybox", "latest", busybox, verify=str(server.ca_path))
         server.images["library/busybox:latest"] = busybox
         yield server
+
+
+UNPRIVILEGED_USER = "ocitool-test-user"
+
+
+@pytest.fixture(scope="session")
+def unprivileged_user() -> tuple[int, int]:
+    """(uid, gid) of an unprivileged system user for the rootless tests, created when missing."""
+    import pwd
+    try:
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", UNPRIVILEGED_USER], check=True)
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture
+def user_dir(unprivileged_user) -> Iterator[Path]:
+    """A directory the unprivileged user owns (pytest's tmp_path is root-only)."""
+    import shutil
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="ocitool-user-"))
+    path.chmod(0o755)
+    os.chown(path, *unprivileged_user)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def as_user(user: tuple[int, int], command: list[str], home: Path) -> list[str]:
+    """``command`` run as ``user`` with a clean environment of its own (via setpriv).
+
+    The user cannot read root's home, where the test interpreter may live, so Python is
+    Debian's own (the same minor version), with ocitool and the venv's packages on its path.
+    """
+    import site
+    repo = Path(__file__).resolve().parent.parent
+    pythonpath = ":".join([str(repo), *site.getsitepackages()])
+    return ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--reset-env",
+            "env", f"HOME={home}", f"XDG_RUNTIME_DIR={home}/run", f"PATH={os.environ['PATH']}",
+            f"PYTHONPATH={pythonpath}", "PYTHONDONTWRITEBYTECODE=1", *command]
+
+
+def user_python() -> str:
+    """An interpreter any user may run, of this interpreter's minor version."""
+    candidate = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if not os.access(candidate, os.X_OK):
+        raise RuntimeError(f"{candidate} is missing: the rootless tests need Debian's python3 package")
+    return candidate

@@ -165,12 +165,21 @@ def load_seccomp(config: dict | None) -> None:
     Syscalls libseccomp does not know are skipped, as runc does, so one profile serves
     older and newer systems. See the module docstring for when the init must call this.
     """
-    if config is None:
-        return
-    spec = parse_seccomp(config)
+    if config is not None:
+        install_filter(parse_seccomp(config))
+
+
+def require_library() -> ctypes.CDLL:
+    """libseccomp, loaded now (a container's init must load it before pivot_root hides it)."""
     lib = _libseccomp()
     if lib is None:
         raise OcitoolError("linux.seccomp: libseccomp.so.2 is not installed (install libseccomp2)")
+    return lib
+
+
+def install_filter(spec: SeccompFilter) -> None:
+    """Build the parsed filter with libseccomp and load it into the kernel for this process."""
+    lib = require_library()
     ctx = lib.seccomp_init(spec.default_action)
     if not ctx:
         raise OcitoolError("linux.seccomp.defaultAction: not supported by libseccomp or the kernel")

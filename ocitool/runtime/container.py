@@ -1,0 +1,374 @@
+"""Container lifecycle on the runtime side: create, start, run, kill, delete, exec, ps.
+
+Each operation is a function over a :class:`StateStore`; the CLI only parses flags and
+calls them. ``create`` forks the init (see :mod:`ocitool.runtime.init`), drives it
+through the channel, and on any failure removes what it made: the init, the cgroup and
+the state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ocitool.errors import OcitoolError
+from ocitool.fsutil import atomic_write
+from ocitool.runtime import cgroups, hooks, init, namespaces, syscalls, terminal
+from ocitool.runtime.process import prepare_process
+from ocitool.runtime.channel import Channel
+from ocitool.runtime.spec import load_spec, validate_process
+from ocitool.runtime.state import EXEC_FIFO, ContainerState, StateStore, process_start_time
+
+STOP_WAIT = 10.0
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGUSR2, signal.SIGCONT)
+
+
+@dataclass
+class ProcessOptions:
+    """Flags shared by create/run/exec: where the pty goes and what else is passed on."""
+
+    pid_file: Path | None = None
+    console_socket: str | None = None
+    preserve_fds: int = 0
+    foreground: bool = False     # run/exec without --detach: keep the pty master and relay it
+
+
+@dataclass
+class CreateOptions(ProcessOptions):
+    """runc's create/run flags."""
+
+    bundle: Path = Path(".")
+    no_pivot: bool = False
+    systemd_cgroup: bool = False
+
+
+def create(store: StateStore, container_id: str, options: CreateOptions) -> tuple[ContainerState, int | None]:
+    """Set up the container and leave its init waiting for ``start``; return it and its pty master."""
+    bundle = options.bundle.absolute()
+    spec = load_spec(bundle)
+    _check_console(spec["process"], options)
+    _validate_linux(spec)
+    directory = store.reserve(container_id)
+    state = ContainerState(id=container_id, bundle=str(bundle), rootless=os.geteuid() != 0,
+                           created=dt.datetime.now(dt.timezone.utc).isoformat(),
+                           annotations=spec.get("annotations") or {})
+    linux = spec.get("linux") or {}
+    manager = cgroups.cgroup_manager(container_id, linux, rootless=state.rootless, systemd=options.systemd_cgroup)
+    master = None
+    try:
+        os.mkfifo(directory / EXEC_FIFO, 0o600)
+        manager.create()
+        manager.apply(_with_default_devices(linux))
+        state.cgroup = manager.to_state()
+        init_options = init.InitOptions(bundle, directory / EXEC_FIFO, options.no_pivot, options.preserve_fds,
+                                        bool(spec["process"].get("terminal")))
+        new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
+        channel, state.pid = _spawn(manager, lambda ch: init.run_stage_one(ch, spec, init_options),
+                                    linux if new_userns else None)
+        with contextlib.closing(channel):
+            state.pid_start_time = process_start_time(state.pid) or 0
+            master = _finish_create(channel, spec, state, options)
+        store.save(state)
+        _write_pid_file(options.pid_file, state.pid)
+    except BaseException:
+        _stop(state.pid)
+        manager.destroy()
+        store.remove(container_id)
+        raise
+    return state, master
+
+
+# What every container may use whatever its config's device rules say (runc's AllowedDevices).
+DEFAULT_DEVICE_RULES = [
+    {"allow": True, "type": "c", "access": "m"}, {"allow": True, "type": "b", "access": "m"},
+    *({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+      for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, -1),
+                           (10, 200)))]
+
+
+def _with_default_devices(linux: dict[str, Any]) -> dict[str, Any] | None:
+    """``linux.resources`` with the default device rules and one per ``linux.devices`` node appended."""
+    resources = dict(linux.get("resources") or {})
+    own = [{"allow": True, "type": d.get("type", "c"), "major": d.get("major"), "minor": d.get("minor"),
+            "access": "rwm"} for d in linux.get("devices") or []]
+    resources["devices"] = list(resources.get("devices") or []) + DEFAULT_DEVICE_RULES + own
+    return resources
+
+
+def _validate_linux(spec: dict[str, Any]) -> None:
+    """Check what the init would refuse later, so a bad config fails before anything exists."""
+    linux = spec.get("linux") or {}
+    prepare_process(spec["process"], linux.get("seccomp"))
+    namespaces.parse_namespaces(linux)
+
+
+def _check_console(process: dict[str, Any], options: ProcessOptions) -> None:
+    if process.get("terminal") and not (options.console_socket or options.foreground):
+        raise OcitoolError("process.terminal is true: give --console-socket, or run in the foreground")
+    if options.console_socket and not process.get("terminal"):
+        raise OcitoolError("--console-socket needs process.terminal to be true")
+
+
+def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel], None],
+           id_mappings: dict[str, Any] | None) -> tuple[Channel, int]:
+    """Fork stage one into the cgroup, map its ids if it made a user namespace, return PID 1's host pid."""
+    ours, theirs = Channel.pair()
+    stage_one = os.fork()
+    if stage_one == 0:
+        ours.close()
+        child(theirs)
+    theirs.close()
+    try:
+        manager.add(stage_one)
+        ours.send("go")
+        if id_mappings is not None:
+            ours.receive("userns")
+            namespaces.write_id_mappings(stage_one, id_mappings.get("uidMappings") or [],
+                                         id_mappings.get("gidMappings") or [])
+            ours.send("mapped")
+        message, _ = ours.receive("pid")
+        os.waitpid(stage_one, 0)
+        return ours, message["pid"]
+    except BaseException:
+        ours.close()
+        _stop(stage_one)
+        raise
+
+
+def _finish_create(channel: Channel, spec: dict[str, Any], state: ContainerState,
+                   options: CreateOptions) -> int | None:
+    """Runtime-namespace hooks, the console, and the init's word that it is ready."""
+    channel.receive("mounted")
+    creating = state.oci_state("creating")
+    hooks.run_hooks(spec, "prestart", creating)
+    hooks.run_hooks(spec, "createRuntime", creating)
+    channel.send("state", state=creating)
+    master = _receive_console(channel, spec["process"], options)
+    channel.receive("ready")
+    return master
+
+
+def _receive_console(channel: Channel, process: dict[str, Any], options: ProcessOptions) -> int | None:
+    """The pty master: sent on to --console-socket, or returned for a foreground relay."""
+    if not process.get("terminal"):
+        return None
+    _, fds = channel.receive("console")
+    if options.console_socket:
+        try:
+            terminal.send_to_console_socket(options.console_socket, fds[0])
+        finally:
+            os.close(fds[0])
+        return None
+    return fds[0]
+
+
+def start(store: StateStore, container_id: str) -> ContainerState:
+    """Let a created container's init exec the process; run poststart hooks."""
+    state = store.load(container_id)
+    status = store.status(state)
+    if status != "created":
+        raise OcitoolError(f"container {container_id} is {status}, not created: cannot start it")
+    fifo = store.directory(container_id) / EXEC_FIFO
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise OcitoolError(f"container {container_id} is not waiting to start ({exc.strerror})") from None
+    os.write(fd, b"0")
+    os.close(fd)
+    fifo.unlink()
+    state.started = True
+    store.save(state)
+    spec = load_spec(Path(state.bundle))
+    hooks.run_hooks(spec, "poststart", state.oci_state("running"), fatal=False)
+    return state
+
+
+def run(store: StateStore, container_id: str, options: CreateOptions, detach: bool) -> int:
+    """create + start; in the foreground also wait, forward signals, relay the tty, delete, return the exit code."""
+    if not detach:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init is a grandchild: reap it ourselves
+        options.foreground = True
+    state, master = create(store, container_id, options)
+    try:
+        start(store, container_id)
+    except BaseException:
+        delete(store, container_id, force=True)
+        raise
+    if detach:
+        return 0
+    try:
+        return wait_foreground(state.pid, master)
+    finally:
+        delete(store, container_id, force=True)
+
+
+def wait_foreground(pid: int, master: int | None) -> int:
+    """Wait for ``pid`` (our child by subreaping), forwarding signals and the tty; return its exit code."""
+    previous = {sig: signal.signal(sig, lambda number, _frame: _signal_quietly(pid, number))
+                for sig in FORWARDED_SIGNALS}
+    try:
+        if master is not None:
+            terminal.relay(master)
+            os.close(master)
+        return _wait_exit_code(pid)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_exit_code(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return 255
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status)
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+
+
+def state_of(store: StateStore, container_id: str) -> dict[str, Any]:
+    """The runtime-spec state document of a container."""
+    state = store.load(container_id)
+    return state.oci_state(store.status(state))
+
+
+def kill(store: StateStore, container_id: str, sig: int, all_processes: bool = False) -> None:
+    """Send ``sig`` to the container's init (or, with ``all_processes``, to every process in it)."""
+    state = store.load(container_id)
+    if store.status(state) == "stopped":
+        raise OcitoolError(f"container {container_id} is not running")
+    if all_processes:
+        cgroups.manager_from_state(state.cgroup).kill_all(sig)
+    else:
+        os.kill(state.pid, sig)
+
+
+def delete(store: StateStore, container_id: str, force: bool = False) -> None:
+    """Remove a stopped (or, with ``force``, any) container: its processes, cgroup, state; then poststop hooks."""
+    state = store.load(container_id)
+    status = store.status(state)
+    if status == "running" and not force:
+        raise OcitoolError(f"container {container_id} is running: stop it first or use --force")
+    if status != "stopped":
+        _stop(state.pid)
+    manager = cgroups.manager_from_state(state.cgroup)
+    manager.destroy()
+    store.remove(container_id)
+    with contextlib.suppress(OcitoolError):
+        spec = load_spec(Path(state.bundle))
+        hooks.run_hooks(spec, "poststop", state.oci_state("stopped"), fatal=False)
+
+
+def exec_process(store: StateStore, container_id: str, process: dict[str, Any], options: ProcessOptions,
+                 detach: bool) -> int:
+    """Run ``process`` inside a running container; return its exit code (0 when detached)."""
+    state = store.load(container_id)
+    if store.status(state) != "running":
+        raise OcitoolError(f"container {container_id} is not running")
+    validate_process(process, "process")
+    spec = load_spec(Path(state.bundle))
+    options.foreground = not detach
+    _check_console(process, options)
+    linux = spec.get("linux") or {}
+    kinds = [ns.type for ns in namespaces.parse_namespaces(linux)]
+    if not detach:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    manager = cgroups.manager_from_state(state.cgroup)
+    prepared = prepare_process(process, linux.get("seccomp"))  # loads libseccomp while the host's files are visible
+    channel, pid = _spawn(manager, lambda ch: init.run_exec(ch, state.pid, kinds, prepared, options.preserve_fds),
+                          None)
+    with contextlib.closing(channel):
+        try:
+            master = _receive_console(channel, process, options)
+            channel.receive("ready")
+        except BaseException:
+            _stop(pid)
+            raise
+    _write_pid_file(options.pid_file, pid)
+    return 0 if detach else wait_foreground(pid, master)
+
+
+def process_for_exec(store: StateStore, container_id: str, args: list[str], *, tty: bool, env: list[str],
+                     cwd: str | None, user: str | None, additional_gids: list[int], no_new_privs: bool,
+                     caps: list[str]) -> dict[str, Any]:
+    """The process ``exec ARGS`` runs: the container's own process settings with the flags applied (as runc)."""
+    base = load_spec(Path(store.load(container_id).bundle))["process"]
+    process = {key: value for key, value in base.items() if key not in ("args", "terminal", "consoleSize")}
+    process.update(args=args, terminal=tty, env=(base.get("env") or []) + env, cwd=cwd or base["cwd"])
+    if user:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise OcitoolError(f"--user {user}: give numeric UID[:GID]")
+        process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if additional_gids:
+        process.setdefault("user", {})["additionalGids"] = additional_gids
+    if no_new_privs:
+        process["noNewPrivileges"] = True
+    if caps:
+        capabilities = {kind: list(names) for kind, names in (base.get("capabilities") or {}).items()}
+        for kind in ("bounding", "effective", "permitted", "ambient", "inheritable"):
+            capabilities[kind] = sorted(set(capabilities.get(kind, [])) | set(caps))
+        process["capabilities"] = capabilities
+    return process
+
+
+def processes(store: StateStore, container_id: str) -> list[int]:
+    """Host pids of the container's processes."""
+    state = store.load(container_id)
+    if state.cgroup and cgroups.manager_from_state(state.cgroup).exists():
+        return cgroups.manager_from_state(state.cgroup).pids()
+    return _pids_in_namespace(state.pid)
+
+
+def _pids_in_namespace(pid: int) -> list[int]:
+    """Every process sharing ``pid``'s PID namespace (rootless containers have no cgroup to ask)."""
+    try:
+        target = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(entry / "ns" / "pid").st_ino == target:
+                    found.append(int(entry.name))
+    return sorted(found)
+
+
+def _write_pid_file(path: Path | None, pid: int) -> None:
+    if path is not None:
+        atomic_write(Path(path).absolute(), str(pid).encode())
+
+
+def _signal_quietly(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _stop(pid: int) -> None:
+    """SIGKILL ``pid`` and wait (bounded) until it is gone."""
+    if not pid:
+        return
+    _signal_quietly(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_WAIT
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if process_start_time(pid) is None:
+            return
+        time.sleep(0.01)
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid`` if it is our child and has exited."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,51 @@
+"""OCI hooks (runtime-spec config.md "POSIX-platform Hooks"): run with the state on stdin."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from typing import Any
+
+from ocitool.errors import OcitoolError
+
+log = logging.getLogger(__name__)
+
+
+class HookError(OcitoolError):
+    """A hook failed, timed out or could not be started."""
+
+
+def run_hooks(spec: dict[str, Any], stage: str, state: dict[str, Any], *, fatal: bool = True) -> None:
+    """Run every ``hooks.<stage>`` entry in order with ``state`` as JSON on stdin.
+
+    A failing hook aborts the lifecycle step (``fatal``), except where the spec says
+    failures are only logged (poststart, poststop).
+    """
+    for index, hook in enumerate((spec.get("hooks") or {}).get(stage) or []):
+        try:
+            _run_one(hook, state)
+        except HookError as exc:
+            message = f"hooks.{stage}[{index}] ({hook['path']}): {exc}"
+            if fatal:
+                raise HookError(message) from None
+            log.warning("%s", message)
+
+
+def _run_one(hook: dict[str, Any], state: dict[str, Any]) -> None:
+    args = hook.get("args") or [hook["path"]]
+    try:
+        result = subprocess.run(args, executable=hook["path"], input=json.dumps(state).encode(),
+                                env=_env(hook.get("env")), capture_output=True, timeout=hook.get("timeout"),
+                                close_fds=True)
+    except subprocess.TimeoutExpired:
+        raise HookError(f"timed out after {hook['timeout']} s") from None
+    except OSError as exc:
+        raise HookError(f"cannot run: {exc.strerror}") from None
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+        raise HookError(f"exited {result.returncode}" + (f": {detail[-1]}" if detail else ""))
+
+
+def _env(entries: list[str] | None) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in entries or [])

@@ -1,0 +1,153 @@
+"""The container's init: what runs inside the new namespaces, from fork to execve.
+
+Two processes, as in runc's nsexec: *stage one* (forked by the runtime) joins or creates
+the namespaces; since a new PID namespace only applies to children, it forks *stage
+two*, which becomes PID 1, prepares the rootfs, waits for ``start`` on the exec fifo, and
+execs the container process. Each step reports over the :class:`Channel`, so any failure
+reaches the runtime as one clear line instead of a dead child.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+# Codecs Python imports lazily: after pivot_root the host's standard library is out of reach.
+import encodings.ascii  # noqa: F401
+import encodings.latin_1  # noqa: F401
+
+from ocitool.errors import OcitoolError
+from ocitool.runtime import hooks, mounts, namespaces, process, syscalls, terminal
+from ocitool.runtime.channel import Channel
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    """What stage two needs to know beyond config.json."""
+
+    bundle: Path
+    fifo: Path                # exec.fifo: stage two blocks on it until ``start``
+    no_pivot: bool
+    preserve_fds: int
+    send_console: bool        # process.terminal: send the pty master to the runtime
+
+
+def run_stage_one(channel: Channel, spec: dict[str, Any], options: InitOptions) -> NoReturn:
+    """Stage one: namespaces, then fork PID 1 and report its pid."""
+    try:
+        channel.receive("go")
+        linux = spec.get("linux") or {}
+        spaces = namespaces.parse_namespaces(linux)
+        if any(ns.type == "user" and not ns.path for ns in spaces):
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+            channel.send("userns")  # the runtime maps our ids, which needs us dumpable until then
+            channel.receive("mapped")
+        process.make_undumpable()
+        namespaces.join_namespaces(spaces)
+        syscalls.unshare(namespaces.unshare_flags(spaces) & ~syscalls.CLONE_NEWUSER)
+        pid = os.fork()
+        if pid == 0:
+            run_stage_two(channel, spec, options, in_user_namespace=any(ns.type == "user" for ns in spaces))
+        channel.send("pid", pid=pid)
+        os._exit(0)
+    except BaseException as exc:  # noqa: BLE001 - everything must reach the runtime
+        _report(channel, exc)
+
+
+def run_stage_two(channel: Channel, spec: dict[str, Any], options: InitOptions,
+                  in_user_namespace: bool) -> NoReturn:
+    """Stage two (PID 1): rootfs, hooks, terminal, wait for start, exec."""
+    try:
+        os.setsid()
+        proc = spec["process"]
+        rootfs = (options.bundle / spec["root"]["path"]).resolve()
+        prepared = process.prepare_process(proc, (spec.get("linux") or {}).get("seccomp"))
+        mounts.prepare_rootfs(spec, options.bundle)
+        fifo = os.open(options.fifo, os.O_RDWR | os.O_CLOEXEC)  # before pivot_root hides it
+        channel.send("mounted")
+        message, _ = channel.receive("state")
+        hooks.run_hooks(spec, "createContainer", message["state"])
+        mounts.enter_rootfs(rootfs, options.no_pivot)
+        mounts.finish_rootfs(spec)
+        _set_names(spec)
+        process.set_rlimits(proc.get("rlimits") or [])
+        process.set_oom_score_adj(proc.get("oomScoreAdj"))
+        if proc.get("terminal"):
+            _set_up_terminal(channel)
+        path = process.find_executable(proc["args"][0], proc.get("env") or [], proc["cwd"])
+        channel.send("ready")
+        channel.close()
+        os.read(fifo, 1)
+        os.close(fifo)
+        hooks.run_hooks(spec, "startContainer", message["state"])
+        process.become_process(prepared, options.preserve_fds, in_user_namespace)
+        process.exec_process(path, proc["args"], proc.get("env") or [])
+    except BaseException as exc:  # noqa: BLE001
+        _report(channel, exc)
+
+
+def run_exec(channel: Channel, container_pid: int, namespace_types: list[str],
+             prepared: process.PreparedProcess, preserve_fds: int) -> NoReturn:
+    """``exec``: join a running container's namespaces, fork into its PID namespace, exec ``proc``."""
+    try:
+        process.make_undumpable()
+        channel.receive("go")
+        namespaces.join_namespaces([namespaces.Namespace(kind, f"/proc/{container_pid}/ns/{namespaces.PROC_NAMES[kind]}")
+                                    for kind in namespace_types])
+        pid = os.fork()
+        if pid == 0:
+            _exec_in_container(channel, prepared, preserve_fds, "user" in namespace_types)
+        channel.send("pid", pid=pid)
+        os._exit(0)
+    except BaseException as exc:  # noqa: BLE001
+        _report(channel, exc)
+
+
+def _exec_in_container(channel: Channel, prepared: process.PreparedProcess, preserve_fds: int,
+                       in_user_namespace: bool) -> NoReturn:
+    try:
+        os.setsid()
+        proc = prepared.config
+        process.set_rlimits(proc.get("rlimits") or [])
+        if proc.get("terminal"):
+            _set_up_terminal(channel)
+        path = process.find_executable(proc["args"][0], proc.get("env") or [], proc["cwd"])
+        channel.send("ready")
+        channel.close()
+        process.become_process(prepared, preserve_fds, in_user_namespace)
+        process.exec_process(path, proc["args"], proc.get("env") or [])
+    except BaseException as exc:  # noqa: BLE001
+        _report(channel, exc)
+
+
+def _set_names(spec: dict[str, Any]) -> None:
+    if spec.get("hostname"):
+        syscalls.sethostname(spec["hostname"])
+    if spec.get("domainname"):
+        syscalls.setdomainname(spec["domainname"])
+
+
+def _set_up_terminal(channel: Channel) -> None:
+    master, slave = terminal.open_pty()
+    channel.send("console", fds=[master])
+    os.close(master)
+    terminal.make_controlling_terminal(slave)
+
+
+def _report(channel: Channel, exc: BaseException) -> NoReturn:
+    """Tell the runtime what failed (or, once it stopped listening, say it on stderr) and exit."""
+    message = str(exc) if isinstance(exc, OcitoolError) else f"container init failed: {exc!r}"
+    if os.environ.get("OCITOOL_RUNTIME_DEBUG"):
+        traceback.print_exc()
+    try:
+        channel.send("error", message=message)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the runtime gave up first and reports its own error
+    except OSError:  # we closed the channel after "ready": nobody else can say it
+        print(f"ocitool-runtime: error: {message}", file=sys.stderr, flush=True)
+    code = exc.exit_code if isinstance(exc, process.ExecutableError) else 1
+    os._exit(code)

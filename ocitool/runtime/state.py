@@ -1,0 +1,129 @@
+"""Container state on disk: ``<statedir>/<id>/state.json`` and the status it implies.
+
+The state directory also holds ``exec.fifo``, the rendezvous between ``create`` and
+``start``: it exists from create until start, so "created" means the fifo is there and
+the init process is alive. A process is identified by its pid *and* its start time, so a
+recycled pid is never mistaken for the container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocitool.errors import OcitoolError
+from ocitool.fsutil import atomic_write
+
+OCI_VERSION = "1.0.2"
+STATE_FILE = "state.json"
+EXEC_FIFO = "exec.fifo"
+_VALID_ID = re.compile(r"^[\w+.-]+$")
+
+
+class ContainerNotFound(OcitoolError):
+    """No container with that id in the state directory."""
+
+
+@dataclass
+class ContainerState:
+    """What the runtime remembers of a container between commands."""
+
+    id: str
+    bundle: str
+    pid: int = 0
+    pid_start_time: int = 0
+    created: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    rootless: bool = False
+    cgroup: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+
+    def oci_state(self, status: str) -> dict[str, Any]:
+        """The runtime-spec state document (what ``state`` prints and hooks read on stdin)."""
+        document: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": self.id, "status": status,
+                                    "bundle": self.bundle}
+        if status in ("created", "running", "creating"):
+            document["pid"] = self.pid
+        if self.annotations:
+            document["annotations"] = self.annotations
+        return document
+
+
+def default_state_root() -> Path:
+    """``/run/ocitool-runtime`` for root, ``$XDG_RUNTIME_DIR/ocitool-runtime`` otherwise."""
+    if os.geteuid() == 0:
+        return Path("/run/ocitool-runtime")
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/ocitool-runtime-{os.geteuid()}"
+    return Path(runtime_dir) / "ocitool-runtime"
+
+
+def validate_id(container_id: str) -> str:
+    """Container ids are path components: letters, digits and ``_+.-``, not ``.`` or ``..``."""
+    if not _VALID_ID.match(container_id) or container_id in (".", ".."):
+        raise OcitoolError(f"invalid container id {container_id!r}: use letters, digits and _+.-")
+    return container_id
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[19]) if fields[0] != "Z" else None
+
+
+class StateStore:
+    """The state directory: one subdirectory per container."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def directory(self, container_id: str) -> Path:
+        return self.root / validate_id(container_id)
+
+    def reserve(self, container_id: str) -> Path:
+        """Create the container's directory; fail if the id is taken."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = self.directory(container_id)
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            raise OcitoolError(f"container {container_id} already exists") from None
+        return directory
+
+    def save(self, state: ContainerState) -> None:
+        """Write state.json atomically."""
+        atomic_write(self.directory(state.id) / STATE_FILE, json.dumps(asdict(state), indent=2).encode(), 0o600)
+
+    def load(self, container_id: str) -> ContainerState:
+        path = self.directory(container_id) / STATE_FILE
+        try:
+            return ContainerState(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ContainerNotFound(f"container {container_id} does not exist") from None
+        except (ValueError, TypeError) as exc:
+            raise OcitoolError(f"state of container {container_id} is corrupt ({path}): {exc}") from None
+
+    def remove(self, container_id: str) -> None:
+        shutil.rmtree(self.directory(container_id), ignore_errors=True)
+
+    def ids(self) -> list[str]:
+        """Ids of every container with a complete state file."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.root.glob(f"*/{STATE_FILE}"))
+
+    def status(self, state: ContainerState) -> str:
+        """created, running or stopped, from the init process and the exec fifo."""
+        if not state.pid or process_start_time(state.pid) != state.pid_start_time:
+            return "stopped"
+        if (self.directory(state.id) / EXEC_FIFO).exists():
+            return "created"
+        return "running"
