@@ -25,11 +25,10 @@ from ocitool.image.source import PULL_POLICIES, local_image
 from ocitool.image.reference import Reference, parse_reference
 from ocitool.image.remote import AccessOptions, client_for, open_manifest
 from ocitool.image.store import ImageStore
-from ocitool.bundle.spec import default_spec, write_spec
-from ocitool.bundle.unpack import unpack
 from ocitool.progress import LineProgress, TerminalProgress, human_size
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+RUN_FAILED = 125  # Docker's status for "the tool failed, not the container"
 TRANSPORT = "docker://"
 
 
@@ -82,6 +81,7 @@ def cli(ctx: click.Context, root: str | None, config_file: str | None, log_level
     \b
     Image stage:   pull, images, inspect, tags, rmi, gc
     Bundle stage:  unpack, spec
+    One-shot:      run, ps, rm, prune
     Runtime stage: runtime SUBCOMMAND (runc's commands; also the ocitool-runtime program)
     """
     logging.basicConfig(level=log_level.upper(), format="ocitool: %(levelname)s: %(message)s")
@@ -255,6 +255,7 @@ def unpack_command(app: App, image: str, bundle: str, rootless: bool, pull_polic
     ocitool.json. runc, crun and 'ocitool runtime' can run it.
     Example: ocitool unpack busybox ./bundle && ocitool runtime run -b ./bundle box
     """
+    from ocitool.bundle.unpack import unpack  # loaded only when needed: keeps 'pull' quick to start
     store, name = local_image(image, app.store, app.config, pull_policy, AccessOptions(tls_verify, creds, authfile),
                               _platform(platform_text), _progress(quiet=False))
     result = unpack(store, name, Path(bundle), rootless=rootless or os.geteuid() != 0)
@@ -267,10 +268,107 @@ def unpack_command(app: App, image: str, bundle: str, rootless: bool, pull_polic
               help="Directory to write config.json into.")
 def spec_command(rootless: bool, bundle: str) -> None:
     """Write a default config.json, like runc spec (no image needed)."""
+    from ocitool.bundle.spec import default_spec, write_spec
     path = Path(bundle) / "config.json"
     if path.exists():
         raise OcitoolError(f"{path} already exists; remove it first")
     write_spec(Path(bundle), default_spec(rootless=rootless))
+
+
+@cli.command("run", context_settings={"allow_interspersed_args": False})
+@click.option("--rm", "remove", is_flag=True, help="Remove the container and its writable layer when it exits.")
+@click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable (K alone: take ours).")
+@click.option("--env-file", multiple=True, type=click.Path(dir_okay=False), help="Read K=V lines from a file.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Name or id, resolved in the image's /etc/passwd.")
+@click.option("--entrypoint", help="Replace the image's Entrypoint ('' clears it).")
+@click.option("-v", "--volume", multiple=True, metavar="SRC:DST[:ro]", help="Bind-mount a host path.")
+@click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
+@click.option("--hostname", help="Container hostname [default: the container id].")
+@click.option("--network", type=click.Choice(["host", "none"]), default="host", show_default=True,
+              help="host: share ours; none: a new network namespace with only lo.")
+@click.option("-m", "--memory", metavar="BYTES", help="Memory limit (b, k, m, g suffixes).")
+@click.option("--pids-limit", type=int, help="Maximum number of processes.")
+@click.option("--cpus", type=float, help="CPU quota in CPUs, e.g. 0.5.")
+@click.option("--cap-add", multiple=True, help="Add a capability (or ALL).")
+@click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
+@click.option("-t", "--tty", is_flag=True, help="Give the container a terminal.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open for the container.")
+@click.option("--name", help="Container name (an id otherwise).")
+@click.option("--pull", "pull_policy", type=click.Choice(PULL_POLICIES), default="missing", show_default=True)
+@platform_option
+@click.argument("image")
+@click.argument("command", nargs=-1)
+@click.pass_obj
+def run_command(app: App, image: str, command: tuple[str, ...], pull_policy: str, platform_text: str | None,
+                **flags: Any) -> None:
+    """Run COMMAND (default: the image's) in a new container from IMAGE: pull, unpack, run.
+
+    \b
+    The image is pulled when missing (--pull), unpacked once into a cache
+    shared by later runs, and each run writes to its own overlay layer.
+    As root the container gets Docker's default capabilities and seccomp
+    profile; as another user it runs rootless, the caller mapped to root.
+    Exit status: the container's; 125 when ocitool fails, 126 when the
+    command cannot be executed, 127 when it is not found.
+    Examples: ocitool run --rm busybox echo hi
+              ocitool run -it busybox sh
+    """
+    from ocitool.run import RunOptions, parse_bytes, run_image  # the run stack is big: load it only here
+    try:
+        options = RunOptions(command=list(command), entrypoint=flags["entrypoint"], env=list(flags["env"]),
+                             env_files=list(flags["env_file"]), workdir=flags["workdir"], user=flags["user"],
+                             volumes=list(flags["volume"]), read_only=flags["read_only"],
+                             hostname=flags["hostname"], network=flags["network"],
+                             memory=parse_bytes(flags["memory"]) if flags["memory"] else None,
+                             pids_limit=flags["pids_limit"], cpus=flags["cpus"], cap_add=list(flags["cap_add"]),
+                             cap_drop=list(flags["cap_drop"]), tty=flags["tty"], interactive=flags["interactive"],
+                             name=flags["name"], remove=flags["remove"])
+        store, name = local_image(image, app.store, app.config, pull_policy, AccessOptions(),
+                                  _platform(platform_text), _progress(quiet=False))
+        code = run_image(app.root, store, name, options)
+    except OcitoolError as exc:
+        exc.exit_code = exc.exit_code if exc.exit_code in (126, 127) else RUN_FAILED
+        raise
+    sys.exit(code)
+
+
+@cli.command("ps")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def ps_command(app: App, output_format: str) -> None:
+    """List containers kept by 'ocitool run' (runs without --rm)."""
+    from ocitool.run import list_runs
+    rows = list_runs(app.root)
+    if output_format == "json":
+        _print_json(rows)
+        return
+    click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<40} {'COMMAND':<24} {'CREATED':<26} STATUS")
+    for row in rows:
+        status = row["status"] + (f" ({row['exit_code']})" if row.get("exit_code") is not None else "")
+        click.echo(f"{row['id']:<14} {row['image']:<40} {' '.join(row['command'])[:24]:<24} "
+                   f"{row['created']:<26} {status}")
+
+
+@cli.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Stop the container first if it is running.")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def rm_command(app: App, containers: tuple[str, ...], force: bool) -> None:
+    """Remove containers kept by 'ocitool run', with their writable layers."""
+    from ocitool.run import remove_run
+    for container_id in containers:
+        remove_run(app.root, container_id, force)
+        click.echo(container_id)
+
+
+@cli.command("prune")
+@click.pass_obj
+def prune_command(app: App) -> None:
+    """Remove every container that is not running."""
+    from ocitool.run import prune_runs
+    for container_id in prune_runs(app.root):
+        click.echo(container_id)
 
 
 @cli.command("rmi")
@@ -302,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="ocitool", standalone_mode=False)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        _fail(exc.format_message() + hint, 2)
+        _fail(exc.format_message() + hint, RUN_FAILED if exc.ctx and exc.ctx.command.name == "run" else 2)
     except click.ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
@@ -310,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     except OcitoolError as exc:
         if debug:
             traceback.print_exc()
-        _fail(str(exc), 1)
+        _fail(str(exc), exc.exit_code)
     except Exception as exc:  # a bug: say so in one line unless debugging
         if debug:
             traceback.print_exc()

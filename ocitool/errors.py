@@ -7,7 +7,9 @@ message as ``ocitool: error: <message>`` and exits non-zero. Anything else is a 
 
 
 class OcitoolError(Exception):
-    """A failure with a message fit for the user."""
+    """A failure with a message fit for the user; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
 
 
 class InvalidReferenceError(OcitoolError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -257,7 +258,7 @@ def test_tls_verify_true_refuses_plain_http_registry(ocitool, registry):
 
 
 def test_python_dash_m_and_help():
-    out = subprocess.run(["python", "-m", "ocitool", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "ocitool", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "pull" in out.stdout
 
 
@@ -265,7 +266,6 @@ def test_progress_bars_on_a_terminal(ocitool, registry):
     """On a terminal each layer gets a bar redrawn in place; in a pipe, one plain line per blob."""
     import os
     import pty
-    import sys
     leader, follower = pty.openpty()
     command = [sys.executable, "-m", "ocitool", "--root", str(ocitool.root), "pull", f"{registry.host}/test/whiteouts"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=follower, env=ocitool.environment())

@@ -48,9 +48,6 @@ def runtime_config(image_config: dict[str, Any], rootfs: Path, *, rootless: bool
     spec["root"]["path"] = rootfs.name
     process = spec["process"]
     process["args"] = _strings(config, "Entrypoint") + _strings(config, "Cmd")
-    if not process["args"]:
-        log.warning("the image has no Entrypoint or Cmd: config.json has empty process.args; "
-                    "give a command when running it")
     process["env"] = _env(_strings(config, "Env"))
     process["cwd"] = _cwd(_field_text(config, "WorkingDir"))
     process["user"] = _user(*resolve_user(rootfs, _field_text(config, "User")))

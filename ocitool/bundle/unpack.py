@@ -8,6 +8,7 @@ and renamed into place only when complete, so a failure leaves nothing half-made
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from ocitool.image.inspect import LocalImage, load_local
 from ocitool.image.store import ImageStore
 
 BUNDLE_RECORD = "ocitool.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,11 @@ def unpack(store: ImageStore, name: str, bundle: Path, *, rootless: bool) -> Unp
         mtree_name = f"{image.descriptor['digest'].replace(':', '_')}.mtree"
         mtree.tree = bundle / "rootfs"  # where it will be, not the staging directory
         mtree.write(staging / mtree_name)
-        write_spec(staging, runtime_config(image.config, rootfs, rootless=rootless))
+        spec = runtime_config(image.config, rootfs, rootless=rootless)
+        if not spec["process"]["args"]:
+            log.warning("the image has no Entrypoint or Cmd: config.json has empty process.args; "
+                        "give a command when running it")
+        write_spec(staging, spec)
         _write_record(staging / BUNDLE_RECORD, image, rootless, mtree_name)
         _move_into_place(staging, bundle)
     except BaseException:

@@ -16,6 +16,14 @@ from ocitool.errors import OcitoolError
 MAX_MESSAGE = 1 << 20
 
 
+class InitError(OcitoolError):
+    """The container's init failed; ``exit_code`` is 126/127 when the command could not be executed."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code  # shadows OcitoolError.exit_code
+
+
 class Channel:
     """One end of the runtime <-> init channel."""
 
@@ -49,7 +57,7 @@ class Channel:
             raise OcitoolError(f"container init exited unexpectedly (waiting for {expected})")
         message = json.loads(payload)
         if message["kind"] == "error":
-            raise OcitoolError(message["message"])
+            raise InitError(message["message"], message.get("exit_code", 1))
         if message["kind"] != expected:
             raise OcitoolError(f"container init sent {message['kind']!r}, expected {expected!r}")
         return message, fds

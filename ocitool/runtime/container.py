@@ -57,7 +57,8 @@ def create(store: StateStore, container_id: str, options: CreateOptions) -> tupl
     _check_console(spec["process"], options)
     _validate_linux(spec)
     directory = store.reserve(container_id)
-    state = ContainerState(id=container_id, bundle=str(bundle), rootless=os.geteuid() != 0,
+    rootless = os.geteuid() != 0 or namespaces.in_user_namespace()
+    state = ContainerState(id=container_id, bundle=str(bundle), rootless=rootless,
                            created=dt.datetime.now(dt.timezone.utc).isoformat(),
                            annotations=spec.get("annotations") or {})
     linux = spec.get("linux") or {}
@@ -69,7 +70,7 @@ def create(store: StateStore, container_id: str, options: CreateOptions) -> tupl
         manager.apply(_with_default_devices(linux))
         state.cgroup = manager.to_state()
         init_options = init.InitOptions(bundle, directory / EXEC_FIFO, options.no_pivot, options.preserve_fds,
-                                        bool(spec["process"].get("terminal")))
+                                        bool(spec["process"].get("terminal")), options.foreground)
         new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
         channel, state.pid = _spawn(manager, lambda ch: init.run_stage_one(ch, spec, init_options),
                                     linux if new_userns else None)
@@ -191,13 +192,16 @@ def start(store: StateStore, container_id: str) -> ContainerState:
     return state
 
 
-def run(store: StateStore, container_id: str, options: CreateOptions, detach: bool) -> int:
-    """create + start; in the foreground also wait, forward signals, relay the tty, delete, return the exit code."""
+def run(store: StateStore, container_id: str, options: CreateOptions, detach: bool,
+        on_created: Callable[[ContainerState], None] = lambda state: None) -> int:
+    """create, ``on_created``, start; in the foreground also wait, forward signals, relay the tty,
+    delete, and return the exit code."""
     if not detach:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init is a grandchild: reap it ourselves
         options.foreground = True
     state, master = create(store, container_id, options)
     try:
+        on_created(state)
         start(store, container_id)
     except BaseException:
         delete(store, container_id, force=True)

@@ -10,6 +10,7 @@ reaches the runtime as one clear line instead of a dead child.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class InitOptions:
     no_pivot: bool
     preserve_fds: int
     send_console: bool        # process.terminal: send the pty master to the runtime
+    die_with_runtime: bool = False  # foreground run: the container must not outlive the runtime
 
 
 def run_stage_one(channel: Channel, spec: dict[str, Any], options: InitOptions) -> NoReturn:
@@ -51,7 +53,7 @@ def run_stage_one(channel: Channel, spec: dict[str, Any], options: InitOptions) 
         syscalls.unshare(namespaces.unshare_flags(spaces) & ~syscalls.CLONE_NEWUSER)
         pid = os.fork()
         if pid == 0:
-            run_stage_two(channel, spec, options, in_user_namespace=any(ns.type == "user" for ns in spaces))
+            run_stage_two(channel, spec, options, in_user_namespace=namespaces.in_user_namespace())
         channel.send("pid", pid=pid)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - everything must reach the runtime
@@ -70,6 +72,8 @@ def run_stage_two(channel: Channel, spec: dict[str, Any], options: InitOptions,
         fifo = os.open(options.fifo, os.O_RDWR | os.O_CLOEXEC)  # before pivot_root hides it
         channel.send("mounted")
         message, _ = channel.receive("state")
+        if options.die_with_runtime:
+            _die_with_runtime()
         hooks.run_hooks(spec, "createContainer", message["state"])
         mounts.enter_rootfs(rootfs, options.no_pivot)
         mounts.finish_rootfs(spec)
@@ -100,7 +104,7 @@ def run_exec(channel: Channel, container_pid: int, namespace_types: list[str],
                                     for kind in namespace_types])
         pid = os.fork()
         if pid == 0:
-            _exec_in_container(channel, prepared, preserve_fds, "user" in namespace_types)
+            _exec_in_container(channel, prepared, preserve_fds, namespaces.in_user_namespace())
         channel.send("pid", pid=pid)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001
@@ -124,6 +128,12 @@ def _exec_in_container(channel: Channel, prepared: process.PreparedProcess, pres
         _report(channel, exc)
 
 
+def _die_with_runtime() -> None:
+    """Be killed when the foreground runtime dies: since stage one exited, it is our parent
+    (by subreaping). Had it died already, the channel's next message would fail."""
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _set_names(spec: dict[str, Any]) -> None:
     if spec.get("hostname"):
         syscalls.sethostname(spec["hostname"])
@@ -143,11 +153,11 @@ def _report(channel: Channel, exc: BaseException) -> NoReturn:
     message = str(exc) if isinstance(exc, OcitoolError) else f"container init failed: {exc!r}"
     if os.environ.get("OCITOOL_RUNTIME_DEBUG"):
         traceback.print_exc()
+    code = exc.exit_code if isinstance(exc, process.ExecutableError) else 1
     try:
-        channel.send("error", message=message)
+        channel.send("error", message=message, exit_code=code)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the runtime gave up first and reports its own error
     except OSError:  # we closed the channel after "ready": nobody else can say it
         print(f"ocitool-runtime: error: {message}", file=sys.stderr, flush=True)
-    code = exc.exit_code if isinstance(exc, process.ExecutableError) else 1
     os._exit(code)

@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -295,3 +296,11 @@ def _allowed(mapping: IdMapping, ranges: list[tuple[int, int]], own_id: int) -> 
 
 def _describe(ranges: list[tuple[int, int]]) -> str:
     return ", ".join(f"{start}-{start + count - 1}" for start, count in ranges) or "nothing"
+
+
+def in_user_namespace() -> bool:
+    """True inside a user namespace other than the initial one (root there is not the host's root)."""
+    try:
+        return Path("/proc/self/uid_map").read_text().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
