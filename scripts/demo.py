@@ -1,4 +1,5 @@
-"""`make demo`: a local registry seeded with busybox, made the docker.io mirror, then ocitool at work.
+"""`make demo`: a local registry seeded with busybox, made the docker.io mirror, then ocitool at work:
+pull, unpack into a bundle, and run a container.
 
 Uses the same registry runner and image builder as the tests (tests/support), so the
 demo needs nothing from the internet: busybox comes from Debian's busybox-static.
@@ -38,7 +39,9 @@ def main() -> None:
         print(f"Config {workdir / 'config.toml'}:\n{config}")
         step(workdir, "pull", "busybox")
         step(workdir, "images")
-        step(workdir, "inspect", "busybox")
+        step(workdir, "unpack", "busybox", str(workdir / "bundle"))
+        print(f"  bundle: {', '.join(sorted(p.name for p in (workdir / 'bundle').iterdir()))}")
+        step(workdir, "run", "--rm", "busybox:latest", "sh", "-c", "echo hello from $(hostname)")
     print(f"\nState is in {workdir} (OCITOOL_ROOT={workdir / 'root'}).")
 
 

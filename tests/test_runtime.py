@@ -302,3 +302,16 @@ def _wait_for(condition, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def test_runtime_process_is_out_of_reach_from_inside(runtime, tmp_path):
+    """CVE-2019-5736 class: while the init (our Python) waits in the container, a container process
+    cannot read or overwrite the runtime's interpreter through /proc/1/exe, nor reach its fds."""
+    bundle = make_bundle(tmp_path / "b", ["sleep", "30"])
+    runtime("create", "--bundle", str(bundle), "guarded")
+    probe = ("cat /proc/1/exe > /dev/null 2>&1 && echo exe-readable || echo exe-denied; "
+             "(echo x >> /proc/1/exe) 2>/dev/null && echo exe-writable || echo write-denied; "
+             "for fd in $(ls /proc/1/fd); do readlink /proc/1/fd/$fd; done 2>/dev/null | wc -l")
+    result = runtime("exec", "guarded", "sh", "-c", probe)
+    assert result.stdout.split() == ["exe-denied", "write-denied", "0"], result.stdout + result.stderr
+    runtime("delete", "--force", "guarded")

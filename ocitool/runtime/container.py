@@ -277,8 +277,8 @@ def exec_process(store: StateStore, container_id: str, process: dict[str, Any], 
                  detach: bool) -> int:
     """Run ``process`` inside a running container; return its exit code (0 when detached)."""
     state = store.load(container_id)
-    if store.status(state) != "running":
-        raise OcitoolError(f"container {container_id} is not running")
+    if store.status(state) == "stopped":
+        raise OcitoolError(f"container {container_id} is stopped: cannot exec in it")
     validate_process(process, "process")
     spec = load_spec(Path(state.bundle))
     options.foreground = not detach
