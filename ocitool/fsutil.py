@@ -24,3 +24,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | Non
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
+
+
+def write_in_one_call(path: str, data: str) -> None:
+    """Write ``data`` with a single write(2), as /proc and /sys files (uid_map, sysctls) demand."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)

@@ -15,6 +15,7 @@ import pytest
 
 from ocitool.errors import OcitoolError
 from ocitool.runtime import syscalls
+from support.fork import exec_in_child, in_child
 from ocitool.runtime.capabilities import (
     CAPABILITIES,
     CapabilitySets,
@@ -28,64 +29,6 @@ from ocitool.runtime.capabilities import (
 
 BUSYBOX = "/bin/busybox"
 NOBODY = 65534
-
-
-class ChildError(Exception):
-    """An exception raised in the forked child, carried back as its type name and message."""
-
-
-def in_child(work: Callable[[], object]) -> object:
-    """Run ``work`` in a forked child and return its (JSON-able) result.
-
-    An exception in the child is raised here as ``ChildError("Type: message")``.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            try:
-                report = {"value": work()}
-            except BaseException as err:  # everything must reach the parent
-                report = {"error": f"{type(err).__name__}: {err}"}
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(json.dumps(report))
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, f"child died: status {status:#x}"
-    report = json.loads(data)
-    if "error" in report:
-        raise ChildError(report["error"])
-    return report["value"]
-
-
-def exec_in_child(prepare: Callable[[], None], argv: list[str]) -> tuple[int, str]:
-    """Fork, run ``prepare`` in the child and exec ``argv``; return (exit code, output).
-
-    A failure before the exec is written to the output and exits 127.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            os.dup2(write_fd, 1)
-            os.dup2(write_fd, 2)
-            prepare()
-            os.execv(argv[0], argv)
-        except BaseException as err:  # report, never return into pytest
-            os.write(2, f"{type(err).__name__}: {err}\n".encode())
-        finally:
-            os._exit(127)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        output = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output
 
 
 def mask(*names: str) -> int:
@@ -249,7 +192,7 @@ def test_setuid_without_keep_caps_loses_permitted() -> None:
         os.setuid(NOBODY)
         apply_capabilities(caps)
 
-    with pytest.raises(ChildError, match="OcitoolError: process.capabilities: cannot set"):
+    with pytest.raises(OcitoolError, match="process.capabilities: cannot set"):
         in_child(work)
 
 

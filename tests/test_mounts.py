@@ -26,6 +26,7 @@ from ocitool.errors import OcitoolError
 from ocitool.runtime import mounts, syscalls
 from ocitool.runtime.mounts import MountError, enter_rootfs, finish_rootfs, prepare_rootfs, validate_sysctl
 from support.bundles import make_rootfs
+from support.fork import in_child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("busybox"), reason="needs root and busybox")
 
@@ -34,38 +35,6 @@ PROC = {"destination": "/proc", "type": "proc", "source": "proc", "options": ["n
 DEV = {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755"]}
 PTS = {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
        "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}
-
-
-def in_child(work: Callable[[], Any], unshare: int = 0) -> Any:
-    """Run ``work`` in a forked child after ``unshare(unshare)``; return its result or raise its exception."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            try:
-                if unshare:
-                    syscalls.unshare(unshare)
-                report = ("value", work())
-            except BaseException as exc:  # everything must reach the parent
-                exc.add_note("in the child:\n" + traceback.format_exc())
-                report = ("error", exc)
-            with os.fdopen(write_fd, "wb") as pipe:
-                try:
-                    pipe.write(pickle.dumps(report))
-                except Exception:  # noqa: BLE001 - an unpicklable exception
-                    pipe.write(pickle.dumps(("error", RuntimeError(repr(report[1])))))
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert data, f"child died without reporting: status {status:#x}"
-    kind, value = pickle.loads(data)
-    if kind == "error":
-        raise value
-    return value
 
 
 def mountinfo() -> dict[str, dict[str, Any]]:

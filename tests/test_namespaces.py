@@ -30,7 +30,7 @@ from ocitool.runtime.namespaces import (
     unshare_flags,
     write_id_mappings,
 )
-from test_mounts import in_child
+from support.fork import in_child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

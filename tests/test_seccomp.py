@@ -18,7 +18,8 @@ from ocitool.errors import OcitoolError
 from ocitool.runtime import seccomp, syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
 from ocitool.runtime.seccomp import default_profile, load_seccomp, parse_seccomp
-from test_capabilities import BUSYBOX, ChildError, exec_in_child, in_child
+from support.fork import exec_in_child, in_child
+from test_capabilities import BUSYBOX
 
 needs_seccomp = pytest.mark.skipif(not seccomp.seccomp_supported(),
                                    reason="libseccomp or kernel seccomp support is missing")
@@ -206,7 +207,7 @@ def test_loads_with_no_new_privs_and_without_cap_sys_admin(tmp_path: Path) -> No
         load_seccomp(config)
 
     assert in_child(with_nnp) == errno.EPERM
-    with pytest.raises(ChildError, match="OcitoolError: linux.seccomp: cannot load the filter.*"
+    with pytest.raises(OcitoolError, match="linux.seccomp: cannot load the filter.*"
                                          "CAP_SYS_ADMIN"):
         in_child(without_nnp)
 

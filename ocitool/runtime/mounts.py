@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from ocitool import securepath
 from ocitool.errors import OcitoolError
+from ocitool.fsutil import write_in_one_call
 from ocitool.runtime import syscalls as sc
 from ocitool.runtime.namespaces import parse_namespaces
 
@@ -690,10 +691,6 @@ def _sysctl_file(key: str) -> str:
 def _write_sysctl(key: str, value: str) -> None:
     path = _sysctl_file(key)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
+        write_in_one_call(path, value)
     except OSError as exc:
         raise OcitoolError(f"linux.sysctl[{key!r}]: cannot write {value!r} to {path}: {exc.strerror}") from None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocitool.errors import OcitoolError
+from ocitool.fsutil import write_in_one_call
 from ocitool.runtime import syscalls
 
 NAMESPACE_FLAGS = {
@@ -239,11 +240,7 @@ def _write_proc(pid: int, name: str, data: str) -> None:
     """Write ``data`` to ``/proc/<pid>/<name>`` in one ``write``, as the kernel requires."""
     path = f"/proc/{pid}/{name}"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
+        write_in_one_call(path, data)
     except OSError as exc:
         hint = ""
         if isinstance(exc, PermissionError) and os.geteuid() != 0:
