@@ -137,6 +137,7 @@ def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel], None],
             ours.send("mapped")
         message, _ = ours.receive("pid")
         os.waitpid(stage_one, 0)
+        ours.send("setup")  # only now may PID 1 talk: its messages must not overtake stage one's "pid"
         return ours, message["pid"]
     except BaseException:
         ours.close()

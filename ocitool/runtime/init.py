@@ -64,6 +64,7 @@ def run_stage_two(channel: Channel, spec: dict[str, Any], options: InitOptions,
                   in_user_namespace: bool) -> NoReturn:
     """Stage two (PID 1): rootfs, hooks, terminal, wait for start, exec."""
     try:
+        channel.receive("setup")
         os.setsid()
         proc = spec["process"]
         rootfs = (options.bundle / spec["root"]["path"]).resolve()
@@ -114,6 +115,7 @@ def run_exec(channel: Channel, container_pid: int, namespace_types: list[str],
 def _exec_in_container(channel: Channel, prepared: process.PreparedProcess, preserve_fds: int,
                        in_user_namespace: bool) -> NoReturn:
     try:
+        channel.receive("setup")
         os.setsid()
         proc = prepared.config
         process.set_rlimits(proc.get("rlimits") or [])
