@@ -315,3 +315,16 @@ def test_runtime_process_is_out_of_reach_from_inside(runtime, tmp_path):
     result = runtime("exec", "guarded", "sh", "-c", probe)
     assert result.stdout.split() == ["exe-denied", "write-denied", "0"], result.stdout + result.stderr
     runtime("delete", "--force", "guarded")
+
+
+def test_security_labels_follow_the_host(runtime, tmp_path):
+    """AppArmor/SELinux labels are applied where the host runs that LSM and ignored elsewhere (as runc)."""
+    from ocitool.runtime.process import prepare_process
+    config = {"args": ["true"], "cwd": "/", "apparmorProfile": "ocitool-test", "selinuxLabel": "system_u:r:t:s0"}
+    labels = dict(prepare_process(config, None).labels)
+    apparmor = Path("/sys/module/apparmor/parameters/enabled")
+    assert ("apparmor/exec" in labels or "exec" in labels) == (apparmor.exists() and apparmor.read_text()[0] == "Y"
+                                                                or Path("/sys/fs/selinux/enforce").exists())
+    if not labels:
+        bundle = make_bundle(tmp_path / "b", ["true"], process__apparmorProfile="ocitool-test")
+        assert runtime.run(bundle).returncode == 0

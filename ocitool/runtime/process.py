@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ocitool.errors import OcitoolError
+from ocitool.fsutil import write_in_one_call
 from ocitool.runtime import capabilities, seccomp, syscalls
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -86,6 +87,7 @@ class PreparedProcess:
     config: dict[str, Any]
     capabilities: capabilities.CapabilitySets
     seccomp: seccomp.SeccompFilter | None
+    labels: list[tuple[str, str]]  # (/proc/self/attr file, value) for the LSMs this host runs
 
 
 def prepare_process(config: dict[str, Any], seccomp_config: dict[str, Any] | None) -> PreparedProcess:
@@ -93,7 +95,35 @@ def prepare_process(config: dict[str, Any], seccomp_config: dict[str, Any] | Non
     seccomp_filter = seccomp.parse_seccomp(seccomp_config) if seccomp_config is not None else None
     if seccomp_filter is not None:
         seccomp.require_library()
-    return PreparedProcess(config, capabilities.parse_capabilities(config.get("capabilities")), seccomp_filter)
+    return PreparedProcess(config, capabilities.parse_capabilities(config.get("capabilities")), seccomp_filter,
+                           _security_labels(config))
+
+
+def _security_labels(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """AppArmor profile and SELinux label to apply at execve, where the host has that LSM
+    (elsewhere they are ignored, as runc does)."""
+    labels = []
+    if config.get("apparmorProfile") and _apparmor_enabled():
+        attr = "apparmor/exec" if Path("/proc/self/attr/apparmor/exec").exists() else "exec"
+        labels.append((attr, f"exec {config['apparmorProfile']}"))
+    if config.get("selinuxLabel") and Path("/sys/fs/selinux/enforce").exists():
+        labels.append(("exec", config["selinuxLabel"]))
+    return labels
+
+
+def _apparmor_enabled() -> bool:
+    try:
+        return Path("/sys/module/apparmor/parameters/enabled").read_text().startswith("Y")
+    except OSError:
+        return False
+
+
+def _apply_labels(labels: list[tuple[str, str]]) -> None:
+    for attr, value in labels:
+        try:
+            write_in_one_call(f"/proc/self/attr/{attr}", value)
+        except OSError as exc:
+            raise OcitoolError(f"cannot apply security label {value!r}: {exc.strerror}") from None
 
 
 def become_process(prepared: PreparedProcess, preserve_fds: int, in_user_namespace: bool) -> None:
@@ -109,6 +139,7 @@ def become_process(prepared: PreparedProcess, preserve_fds: int, in_user_namespa
     capabilities.keep_caps_for_setuid(False)
     capabilities.apply_capabilities(caps)
     os.chdir(config["cwd"])
+    _apply_labels(prepared.labels)
     if no_new_privs:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
         if seccomp_filter:
