@@ -6,10 +6,8 @@ so the pytest process keeps its own capabilities.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Callable
 
 import pytest
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import shutil
 import stat
-import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path

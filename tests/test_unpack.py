@@ -113,7 +113,7 @@ def _run_with(runtime: str, bundle: Path, tmp_path: Path) -> subprocess.Complete
     near-empty unified mount is hidden in a private mount namespace."""
     command = [runtime, "--root", str(tmp_path / f"{runtime}-state"), "run", "--bundle", str(bundle), "ocitool-t"]
     if runtime == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
-        command = ["unshare", "-m", "sh", "-c", f'umount /sys/fs/cgroup/unified && exec "$@"', "sh", *command]
+        command = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified && exec "$@"', "sh", *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
