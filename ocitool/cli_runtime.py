@@ -20,9 +20,8 @@ from typing import Any
 import click
 
 from ocitool import __version__
-from ocitool.bundle.spec import default_spec, write_spec
 from ocitool.errors import OcitoolError
-from ocitool.runtime import container, features
+from ocitool.runtime import container
 from ocitool.runtime.state import StateStore, default_state_root
 
 RUNTIME_SPEC_VERSION = "1.0.2"
@@ -116,6 +115,7 @@ def _create_options(ctx: click.Context, bundle: str, console_socket: str | None,
 @bundle_option
 def spec_command(rootless: bool, bundle: str) -> None:
     """Write a default config.json into the bundle (like runc spec)."""
+    from ocitool.bundle.spec import default_spec, write_spec
     path = Path(bundle) / "config.json"
     if path.exists():
         raise OcitoolError(f"{path} already exists; remove it first")
@@ -284,6 +284,7 @@ def _read_process_file(path: str) -> dict[str, Any]:
 @runtime.command("features")
 def features_command() -> None:
     """Print what this runtime supports (JSON, like runc features)."""
+    from ocitool.runtime import features
     click.echo(json.dumps(features.features(), indent=2))
 
 
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         if "--debug" in args:
             traceback.print_exc()
         _fail(f"internal error: {exc.__class__.__name__}: {exc}", 1)
-    sys.exit(code if isinstance(code, int) else 0)
+    _exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:
@@ -313,4 +314,12 @@ def _fail(message: str, code: int) -> None:
         logging.getLogger("ocitool.runtime").error("%s", message)
     else:
         click.echo(f"ocitool-runtime: error: {message}", err=True)
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Flush and leave without the interpreter's teardown, which costs a runc-sized 20 ms per call."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

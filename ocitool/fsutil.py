@@ -7,11 +7,13 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers see the old file or the new one, never a mix.
 
     The temporary file lives in ``tmp_dir`` (default: beside ``path``; it must be on the
-    same file system) and is removed if anything fails.
+    same file system) and is removed if anything fails. ``durable`` also survives a power
+    loss (fsync before the rename).
     """
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=tmp_dir or path.parent)
     try:
@@ -19,7 +21,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | Non
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)

@@ -185,9 +185,7 @@ def start(store: StateStore, container_id: str) -> ContainerState:
         raise OcitoolError(f"container {container_id} is not waiting to start ({exc.strerror})") from None
     os.write(fd, b"0")
     os.close(fd)
-    fifo.unlink()
-    state.started = True
-    store.save(state)
+    fifo.unlink()  # from now on the status is "running"
     spec = load_spec(Path(state.bundle))
     hooks.run_hooks(spec, "poststart", state.oci_state("running"), fatal=False)
     return state

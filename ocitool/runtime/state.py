@@ -41,7 +41,6 @@ class ContainerState:
     annotations: dict[str, str] = field(default_factory=dict)
     rootless: bool = False
     cgroup: dict[str, Any] = field(default_factory=dict)
-    started: bool = False
 
     def oci_state(self, status: str) -> dict[str, Any]:
         """The runtime-spec state document (what ``state`` prints and hooks read on stdin)."""
@@ -100,7 +99,8 @@ class StateStore:
 
     def save(self, state: ContainerState) -> None:
         """Write state.json atomically."""
-        atomic_write(self.directory(state.id) / STATE_FILE, json.dumps(asdict(state), indent=2).encode(), 0o600)
+        atomic_write(self.directory(state.id) / STATE_FILE, json.dumps(asdict(state), indent=2).encode(), 0o600,
+                     durable=False)  # /run is a tmpfs; a rename is all a reader needs
 
     def load(self, container_id: str) -> ContainerState:
         path = self.directory(container_id) / STATE_FILE

@@ -7,11 +7,11 @@ Constants are the kernel's (include/uapi/linux/sched.h, mount.h, prctl.h).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# glibc by its soname: find_library would run ldconfig, costing milliseconds on every start.
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # clone/unshare namespace flags
 CLONE_NEWTIME = 0x00000080
