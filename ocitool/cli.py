@@ -330,7 +330,7 @@ def run_command(app: App, image: str, command: tuple[str, ...], pull_policy: str
     except OcitoolError as exc:
         exc.exit_code = exc.exit_code if exc.exit_code in (126, 127) else RUN_FAILED
         raise
-    sys.exit(code)
+    raise click.exceptions.Exit(code)
 
 
 @cli.command("ps")
@@ -413,9 +413,17 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         _fail(f"internal error: {exc.__class__.__name__}: {exc} (run with --log-level debug for details)", 1)
-    sys.exit(code if isinstance(code, int) else 0)
+    _exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"ocitool: error: {message}", err=True)
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Flush and leave without the interpreter's teardown (~20 ms of garbage collection per command)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
