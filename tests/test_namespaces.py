@@ -249,12 +249,12 @@ def test_unprivileged_maps_its_own_ids(unprivileged_user: tuple[int, int]) -> No
     assert seen["setgroups"] == "deny" and seen["ids"] == (0, 0)
 
 
-@pytest.mark.skipif(shutil.which("newuidmap") is not None, reason="newuidmap is installed")
 def test_unprivileged_wider_mapping_needs_newuidmap(unprivileged_user: tuple[int, int]) -> None:
     uid, gid = unprivileged_user
 
     def work() -> None:
         become(uid, gid)
+        os.environ["PATH"] = "/nonexistent"  # as on a host without the uidmap package
         map_and_report(BIG_MAP, [{"containerID": 0, "hostID": gid, "size": 1}])
 
     with pytest.raises(OcitoolError, match=r"linux\.uidMappings: .*need newuidmap from the 'uidmap' package"):
