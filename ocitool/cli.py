@@ -20,12 +20,11 @@ from ocitool.errors import OcitoolError
 from ocitool.image import inspect as image_views
 from ocitool.image.manifest import decode_manifest
 from ocitool.image.platform import Platform, parse_platform
-from ocitool.image.pull import NoProgress, Progress, fetch_config, pull, resolve
-from ocitool.image.source import PULL_POLICIES, local_image
+from ocitool.image.access import AccessOptions
 from ocitool.image.reference import Reference, parse_reference
-from ocitool.image.remote import AccessOptions, client_for, open_manifest
+from ocitool.image.source import PULL_POLICIES, local_image
 from ocitool.image.store import ImageStore
-from ocitool.progress import LineProgress, TerminalProgress, human_size
+from ocitool.progress import LineProgress, NoProgress, Progress, TerminalProgress, human_size
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 RUN_FAILED = 125  # Docker's status for "the tool failed, not the container"
@@ -140,6 +139,7 @@ def pull_command(app: App, image: str, platform_text: str | None, tls_verify: bo
     Mirrors and insecure registries come from the config file.
     Example: ocitool pull --platform linux/arm64 alpine:3.20
     """
+    from ocitool.image.pull import pull  # the HTTP stack: loaded only by commands that need it
     ref = _remote_ref(image)
     result = pull(ref, app.store(), app.config, AccessOptions(tls_verify, creds, authfile),
                   _platform(platform_text), _progress(quiet))
@@ -199,6 +199,8 @@ def inspect_command(app: App, image: str, raw: bool, show_config: bool, platform
 
 def _inspect_remote(app: App, ref: Reference, raw: bool, show_config: bool, platform: Platform | None,
                     access: AccessOptions) -> None:
+    from ocitool.image.pull import fetch_config, resolve
+    from ocitool.image.remote import open_manifest
     if raw:
         client, response = open_manifest(ref, app.config, access)
         client.close()
@@ -227,6 +229,7 @@ def tags_command(app: App, repository: str, tls_verify: bool | None, creds: str 
     text = repository.removeprefix(TRANSPORT)
     if "@" in text or ":" in text.rpartition("/")[2]:
         raise click.UsageError(f"{repository}: give a repository without a tag or digest")
+    from ocitool.image.remote import client_for
     ref = parse_reference(text)
     client = client_for(ref.api_host, ref.repository, app.config, AccessOptions(tls_verify, creds, authfile))
     try:

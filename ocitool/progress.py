@@ -5,7 +5,23 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Protocol, TextIO
+
+
+class Progress(Protocol):
+    """Receives download events; the CLI renders them (bars, lines or nothing)."""
+
+    def start(self, digest: str, size: int, kind: str) -> None: ...
+    def advance(self, digest: str, nbytes: int) -> None: ...
+    def finish(self, digest: str, note: str) -> None: ...
+
+
+class NoProgress:
+    """Progress that shows nothing."""
+
+    def start(self, digest: str, size: int, kind: str) -> None: pass
+    def advance(self, digest: str, nbytes: int) -> None: pass
+    def finish(self, digest: str, note: str) -> None: pass
 
 
 def human_size(nbytes: float) -> str:

@@ -11,7 +11,7 @@ import logging
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ocitool.config import Config
 from ocitool.errors import ManifestError, OcitoolError
@@ -21,28 +21,14 @@ from ocitool.image.manifest import (DOCKER_MANIFEST, OCI_MANIFEST, canonical_jso
 from ocitool.image.platform import Platform, host_platform, select_manifest
 from ocitool.image.reference import Reference
 from ocitool.image.registry import RegistryClient
-from ocitool.image.remote import AccessOptions, open_manifest
+from ocitool.image.access import AccessOptions
+from ocitool.image.remote import open_manifest
 from ocitool.image.store import ImageStore
+from ocitool.progress import NoProgress, Progress
 
 log = logging.getLogger(__name__)
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 DEFAULT_JOBS = 4
-
-
-class Progress(Protocol):
-    """Receives download events; the CLI renders them (bars, lines or nothing)."""
-
-    def start(self, digest: str, size: int, kind: str) -> None: ...
-    def advance(self, digest: str, nbytes: int) -> None: ...
-    def finish(self, digest: str, note: str) -> None: ...
-
-
-class NoProgress:
-    """Progress that shows nothing."""
-
-    def start(self, digest: str, size: int, kind: str) -> None: pass
-    def advance(self, digest: str, nbytes: int) -> None: pass
-    def finish(self, digest: str, note: str) -> None: pass
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,15 @@ manifest, trying the configured mirrors in order before the registry itself.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from ocitool.config import Config, is_loopback_host
 from ocitool.errors import OcitoolError
+from ocitool.image.access import AccessOptions
 from ocitool.image.credentials import find_credentials
 from ocitool.image.reference import Reference
 from ocitool.image.registry import ManifestResponse, RegistryClient, RetryPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AccessOptions:
-    """How to reach registries, from the command line: ``--tls-verify``, ``--creds``, ``--authfile``."""
-
-    tls_verify: bool | None = None
-    creds: str | None = None
-    authfile: str | None = None
 
 
 MIRROR_RETRY = RetryPolicy(attempts=2)

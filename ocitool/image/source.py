@@ -6,12 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ocitool.config import Config
+from ocitool.image.access import AccessOptions
 from ocitool.errors import NotFoundError, OcitoolError, StoreError
 from ocitool.image.platform import Platform
-from ocitool.image.pull import NoProgress, Progress, pull
 from ocitool.image.reference import parse_reference
-from ocitool.image.remote import AccessOptions
 from ocitool.image.store import ImageStore
+from ocitool.progress import NoProgress, Progress
 
 PULL_POLICIES = ("missing", "always", "never")
 LAYOUT_PREFIX = "oci:"
@@ -33,6 +33,7 @@ def local_image(text: str, open_store: Callable[[], ImageStore], config: Config,
     name = str(ref)
     present = name in store.refs()
     if policy == "always" or (policy == "missing" and not present):
+        from ocitool.image.pull import pull  # the HTTP stack loads only when a pull happens
         pull(ref, store, config, access, platform, progress)
     elif not present:
         raise NotFoundError(f"image {name} is not in the store and --pull=never forbids pulling it")
