@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from ocitool.bundle.convert import resolve_user, runtime_config
-from ocitool.bundle.unpack import unpack
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
 from ocitool.image.inspect import load_local
@@ -89,7 +88,7 @@ def run_image(root: Path, store: ImageStore, name: str, options: RunOptions) -> 
                                 "command": options.command, "created": _now(), "status": "created"})
         spec = build_spec(image.config, cached / "rootfs", options, rootless, container_id)
         _enter_private_namespaces(rootless)
-        bundle = _prepare_bundle(run_dir, cached / "rootfs", spec, options.read_only)
+        bundle = _prepare_bundle(run_dir, cached / "rootfs", spec, volatile=options.remove)
         if not options.interactive:
             _close_stdin()
         code = container.run(StateStore(root / "runtime"), container_id,
@@ -110,6 +109,7 @@ def cached_bundle(root: Path, store: ImageStore, name: str, digest: str, rootles
     with open(cache / f".{entry.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one unpack per image, however many runs start at once
         if not (entry / "config.json").is_file():
+            from ocitool.bundle.unpack import unpack  # a warm run never needs the extraction code
             log.info("unpacking %s into the rootfs cache %s", name, entry)
             unpack(store, name, entry, rootless=rootless)
     return entry
@@ -258,13 +258,18 @@ def _enter_private_namespaces(rootless: bool) -> None:
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
 
 
-def _prepare_bundle(run_dir: Path, lower: Path, spec: dict[str, Any], read_only: bool) -> Path:
-    """bundle/rootfs: an overlay of the cached rootfs (or, where overlayfs is refused, a copy)."""
+def _prepare_bundle(run_dir: Path, lower: Path, spec: dict[str, Any], volatile: bool) -> Path:
+    """bundle/rootfs: an overlay of the cached rootfs (or, where overlayfs is refused, a copy).
+
+    A layer thrown away at exit (``--rm``) is ``volatile``: no syncs, so unmounting it does
+    not wait for every dirty page of the disk it lives on (podman does the same).
+    """
     bundle = run_dir / "bundle"
     rootfs = bundle / "rootfs"
     for directory in (rootfs, run_dir / "upper", run_dir / "work"):
         directory.mkdir(parents=True)
     data = f"lowerdir={lower},upperdir={run_dir / 'upper'},workdir={run_dir / 'work'}"
+    data += ",volatile" if volatile else ""
     try:
         syscalls.mount("overlay", str(rootfs), "overlay", 0, data)
     except OSError as exc:
