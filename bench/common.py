@@ -9,6 +9,8 @@ What lives here is tool-agnostic:
   does not already hold it;
 * ``Trial`` / ``command_trial`` / ``alternate``: time several tools in alternation, each run
   in a fresh empty directory, with setup and cleanup outside the timed region;
+* ``track_cpu``: also record the child processes' user and system CPU time of a Trial;
+* ``scratch_ext4``: a fresh loop-mounted ext4 to run file-heavy trials on (root only);
 * ``median``, ``mib``, ``markdown_table``, ``machine_info``: reporting.
 
 The bench scripts put ``tests/`` on ``sys.path`` (importing this module does it too) so the
@@ -17,10 +19,12 @@ registry, image builders and push client of ``tests/support`` are reused, not co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -28,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,6 +321,52 @@ def alternate(commands: dict[str, Trial | Callable[[], Any]], runs: int, warmup:
             if round_no >= warmup:
                 times[name].append(elapsed)
     return times
+
+
+def track_cpu(trial: Trial) -> list[tuple[float, float]]:
+    """Make ``trial`` also record the (user, system) CPU seconds of the child processes its
+    ``run`` waits for; returns the list each run (warm-up ones included) appends to."""
+    samples: list[tuple[float, float]] = []
+    inner = trial.run
+
+    def run(state: Any) -> Any:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = inner(state)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples.append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
+        return result
+
+    trial.run = run
+    return samples
+
+
+@contextlib.contextmanager
+def scratch_ext4(parent: Path, size: int = 4 << 30) -> Iterator[Path]:
+    """A fresh empty ext4 file system (mkfs defaults, so journaled) loop-mounted on a
+    temporary directory under ``parent`` for the duration of the block; needs root.
+
+    For benchmarks that create and delete many files: the host's file system may behave
+    unlike a typical one (ext4 without a journal, at every file creation, skips each free
+    inode deleted in the last 1-6 minutes, reading its inode-table entry to find out), and
+    other processes' activity on it adds noise.
+    The backing file is sparse and removed afterwards.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="ext4-", dir=parent))
+    image, mountpoint = tmp / "fs.img", tmp / "mnt"
+    try:
+        mountpoint.mkdir()
+        with open(image, "wb") as f:
+            f.truncate(size)
+        run_checked(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image)])
+        run_checked(["mount", "-o", "loop", str(image), str(mountpoint)])
+        try:
+            yield mountpoint
+        finally:
+            run_checked(["umount", str(mountpoint)])
+    finally:
+        if not os.path.ismount(mountpoint):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def median(values: Iterable[float]) -> float:
