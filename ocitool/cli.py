@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import click
 
 from ocitool import __version__
+from ocitool.cli_common import run_command_line
 from ocitool.config import Config, default_root, load_config
 from ocitool.errors import OcitoolError
 from ocitool.image import inspect as image_views
@@ -398,35 +398,11 @@ def gc_command(app: App) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn failures into ``ocitool: error: ...`` and an exit code."""
-    debug = "debug" in (argv if argv is not None else sys.argv)
-    try:
-        code = cli.main(args=argv, prog_name="ocitool", standalone_mode=False)
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        _fail(exc.format_message() + hint, RUN_FAILED if exc.ctx and exc.ctx.command.name == "run" else 2)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        _fail("interrupted", 130)
-    except OcitoolError as exc:
-        if debug:
-            traceback.print_exc()
-        _fail(str(exc), exc.exit_code)
-    except Exception as exc:  # a bug: say so in one line unless debugging
-        if debug:
-            traceback.print_exc()
-        _fail(f"internal error: {exc.__class__.__name__}: {exc} (run with --log-level debug for details)", 1)
-    _exit(code if isinstance(code, int) else 0)
+    args = sys.argv[1:] if argv is None else argv
+    run_command_line(cli, args, "ocitool", lambda message: click.echo(f"ocitool: error: {message}", err=True),
+                     debug="debug" in args, usage_status=_usage_status)
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"ocitool: error: {message}", err=True)
-    _exit(code)
-
-
-def _exit(code: int) -> None:
-    """Flush and leave without the interpreter's teardown (~20 ms of garbage collection per command)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+def _usage_status(exc: click.UsageError) -> int:
+    """Docker's 125 for a bad ``run`` option, 2 (click's) elsewhere."""
+    return RUN_FAILED if exc.ctx and exc.ctx.command.name == "run" else 2

@@ -13,13 +13,13 @@ import logging
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ocitool import __version__
+from ocitool.cli_common import run_command_line
 from ocitool.errors import OcitoolError
 from ocitool.runtime import container
 from ocitool.runtime.state import StateStore, default_state_root
@@ -291,35 +291,12 @@ def features_command() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``ocitool-runtime``: runc-style errors and exit codes."""
     args = sys.argv[1:] if argv is None else argv
-    try:
-        code = runtime.main(args=args, prog_name="ocitool-runtime", standalone_mode=False)
-    except click.UsageError as exc:
-        _fail(exc.format_message(), 2)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        _fail("interrupted", 130)
-    except OcitoolError as exc:
-        _fail(str(exc), 1)
-    except Exception as exc:  # a bug
-        if "--debug" in args:
-            traceback.print_exc()
-        _fail(f"internal error: {exc.__class__.__name__}: {exc}", 1)
-    _exit(code if isinstance(code, int) else 0)
+    run_command_line(runtime, args, "ocitool-runtime", _report, debug="--debug" in args)
 
 
-def _fail(message: str, code: int) -> None:
+def _report(message: str) -> None:
     """One line on stderr (and in the --log file, where conmon looks for it)."""
     if logging.getLogger().handlers:
         logging.getLogger("ocitool.runtime").error("%s", message)
     else:
         click.echo(f"ocitool-runtime: error: {message}", err=True)
-    _exit(code)
-
-
-def _exit(code: int) -> None:
-    """Flush and leave without the interpreter's teardown, which costs a runc-sized 20 ms per call."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

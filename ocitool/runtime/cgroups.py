@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ocitool.errors import OcitoolError
+from ocitool.fsutil import write_in_one_call
 
 log = logging.getLogger(__name__)
 
@@ -608,17 +609,9 @@ def _v2_from_state(state: dict[str, Any]) -> V2Manager:
 def _write(path: str, value: str, field: str) -> None:
     """Write ``value`` in one write(2), as cgroup files want; a refusal names field, value and file."""
     try:
-        _write_raw(path, value)
+        write_in_one_call(path, value)
     except OSError as error:
         raise OcitoolError(f"{field}: the kernel refused {value!r} in {path}: {error.strerror}") from None
-
-
-def _write_raw(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 def _keyed(path: str) -> dict[str, str]:
@@ -677,7 +670,7 @@ def _inherit_cpuset(directory: str) -> None:
 def _join(directory: str, pid: int) -> None:
     for attempt in range(5):
         try:
-            _write_raw(posixpath.join(directory, "cgroup.procs"), str(pid))
+            write_in_one_call(posixpath.join(directory, "cgroup.procs"), str(pid))
             return
         except OSError as error:
             if error.errno == errno.EINVAL and attempt < 4:    # a task still being forked: retry
@@ -844,7 +837,7 @@ class V2Manager(CgroupManager):
     def _enable_in(control: str, controllers: list[str], field: str) -> None:
         value = " ".join(f"+{controller}" for controller in controllers)
         try:
-            _write_raw(control, value)
+            write_in_one_call(control, value)
         except OSError as error:
             hint = (" (cgroup v2 allows no processes in a cgroup that gives controllers to its children)"
                     if error.errno == errno.EBUSY else "")
