@@ -156,15 +156,15 @@ def test_sigterm_reaches_the_container_and_kill_takes_it_down(run):
     ocitool("pull", "-q", "busybox")
     base = [sys.executable, "-m", "ocitool", "--root", str(ocitool.root), "--config", str(ocitool.config_path), "run",
             "--rm"]
-    trap = subprocess.Popen([*base, "busybox", "sh", "-c", "trap 'echo term; exit 9' TERM; while :; do sleep 0.1; done"],
-                            env=ocitool.environment(), stdout=subprocess.PIPE, text=True)
-    time.sleep(2)
+    script = "trap 'echo term; exit 9' TERM; echo ready; while :; do sleep 0.1; done"
+    trap = subprocess.Popen([*base, "busybox", "sh", "-c", script], env=ocitool.environment(),
+                            stdout=subprocess.PIPE, text=True)
+    assert trap.stdout.readline() == "ready\n"  # the trap is set
     trap.send_signal(signal.SIGTERM)
     assert trap.wait(timeout=30) == 9 and trap.stdout.read() == "term\n"
     victim = subprocess.Popen([*base, "--name", "orphan", "busybox", "sleep", "300"], env=ocitool.environment())
-    time.sleep(2)
+    _wait_for(lambda: _pids_running("sleep 300"), 30)
     sleepers = _pids_running("sleep 300")
-    assert sleepers
     victim.kill()  # SIGKILL: ocitool cannot clean up, but the container must not outlive it
     victim.wait()
     _wait_for(lambda: not any(_alive(pid) for pid in sleepers), 10)

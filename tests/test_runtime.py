@@ -286,12 +286,11 @@ def test_spec_and_features(runtime, tmp_path):
 
 
 def test_foreground_run_forwards_signals(runtime, tmp_path):
-    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "trap 'echo got-term; exit 5' TERM; sleep 30 & wait"])
+    script = "trap 'echo got-term; exit 5' TERM; echo ready; sleep 30 & wait"
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", script])
     proc = subprocess.Popen([*RUNTIME, "--root", str(runtime.state_root), "run", "--bundle", str(bundle), "sig"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: "sig" in runtime("list", "-q").stdout and
-              json.loads(runtime("state", "sig").stdout)["status"] == "running")
-    time.sleep(0.3)
+    assert proc.stdout.readline() == "ready\n"  # the trap is set: PID 1 ignores signals it does not handle
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 5 and "got-term" in out
@@ -328,3 +327,22 @@ def test_security_labels_follow_the_host(runtime, tmp_path):
     if not labels:
         bundle = make_bundle(tmp_path / "b", ["true"], process__apparmorProfile="ocitool-test")
         assert runtime.run(bundle).returncode == 0
+
+
+def test_process_attributes_rlimits_umask_oom_nnp_domainname(runtime, tmp_path):
+    script = ("ulimit -n; umask; cat /proc/self/oom_score_adj; grep NoNewPrivs /proc/self/status | tr -d '\\t'; "
+              "cat /proc/sys/kernel/domainname")
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", script], domainname="example.test",
+                         process__rlimits=[{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 512}],
+                         process__user={"uid": 0, "gid": 0, "umask": 0o077}, process__oomScoreAdj=500,
+                         process__noNewPrivileges=True)
+    assert runtime.run(bundle).stdout.split() == ["512", "0077", "500", "NoNewPrivs:1", "example.test"]
+
+
+def test_hook_timeout(runtime, tmp_path):
+    bundle = make_bundle(tmp_path / "b", ["true"],
+                         hooks={"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "10"], "timeout": 1}]})
+    start = time.monotonic()
+    result = runtime("create", "--bundle", str(bundle), "slowhook", check=False)
+    assert result.returncode != 0 and "timed out after 1 s" in result.stderr
+    assert time.monotonic() - start < 8 and not (runtime.state_root / "slowhook").exists()
