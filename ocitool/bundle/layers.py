@@ -114,13 +114,16 @@ def compression_of(media_type: str) -> str:
 def _uncompressed_chunks(blob: BinaryIO, source: LayerSource, compression: str) -> Iterator[bytes]:
     """The layer's tar bytes; after the last one, raise if a digest does not match."""
     blob_check = DigestVerifier(source.digest, source.size)
-    diff_check = DigestVerifier(source.diff_id)
+    # An uncompressed layer's diff_id is its blob digest: the blob check already covers it.
+    same_bytes = compression == "none" and source.diff_id == source.digest
+    diff_check = None if same_bytes else DigestVerifier(source.diff_id)
     raw = _Verified(blob, blob_check)
     chunks = (iter(lambda: raw.read(CHUNK), b"") if compression == "none"
               else _batched(_decompress(raw, compression)))
     try:
         for chunk in chunks:
-            diff_check.update(chunk)
+            if diff_check:
+                diff_check.update(chunk)
             yield chunk
         while raw.read(CHUNK):  # bytes after the end of the compressed stream still count
             pass
@@ -130,7 +133,8 @@ def _uncompressed_chunks(blob: BinaryIO, source: LayerSource, compression: str) 
         raise LayerError(f"layer {source.digest}: cannot read the blob: {exc.strerror or exc}") from None
     blob_check.verify()
     try:
-        diff_check.verify()
+        if diff_check:
+            diff_check.verify()
     except DigestMismatchError:
         raise LayerError(f"layer {source.digest}: its uncompressed content does not match the diff_id "
                          f"{source.diff_id} in the image config") from None
