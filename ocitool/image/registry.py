@@ -179,10 +179,6 @@ class RegistryClient:
             path = urlparse(next_url)._replace(scheme="", netloc="").geturl() if next_url else None
         return tags
 
-    def ping(self) -> None:
-        """Make sure the endpoint is a v2 registry we can reach (and learn how it authenticates)."""
-        self._base_url()
-
     # -- plumbing --------------------------------------------------------------
 
     def _request_ok(self, method: str, path: str, scope: str, what: str) -> requests.Response:

@@ -70,7 +70,7 @@ def create(store: StateStore, container_id: str, options: CreateOptions) -> tupl
         manager.apply(_with_default_devices(linux))
         state.cgroup = manager.to_state()
         init_options = init.InitOptions(bundle, directory / EXEC_FIFO, options.no_pivot, options.preserve_fds,
-                                        bool(spec["process"].get("terminal")), options.foreground)
+                                        options.foreground)
         new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
         channel, state.pid = _spawn(manager, lambda ch: init.run_stage_one(ch, spec, init_options),
                                     linux if new_userns else None)

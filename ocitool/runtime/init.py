@@ -34,7 +34,6 @@ class InitOptions:
     fifo: Path                # exec.fifo: stage two blocks on it until ``start``
     no_pivot: bool
     preserve_fds: int
-    send_console: bool        # process.terminal: send the pty master to the runtime
     die_with_runtime: bool = False  # foreground run: the container must not outlive the runtime
 
 
