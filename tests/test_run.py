@@ -77,6 +77,7 @@ def test_memory_limit_oom(run):
     hog = "x=$(dd if=/dev/zero bs=1M count=64 2>/dev/null | tr '\\0' a); echo survived"
     result = run("--rm", "-m", "16m", "busybox", "sh", "-c", hog)
     assert result.returncode == 137 and "survived" not in result.stdout
+    assert "exceeding its memory limit" in result.stderr
 
 
 def test_cache_reused_and_runs_isolated(run):

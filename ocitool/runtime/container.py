@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import time
@@ -27,6 +28,7 @@ from ocitool.runtime.spec import load_spec, validate_process
 from ocitool.runtime.state import EXEC_FIFO, ContainerState, StateStore, process_start_time
 
 STOP_WAIT = 10.0
+log = logging.getLogger(__name__)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                      signal.SIGUSR2, signal.SIGCONT)
 
@@ -208,7 +210,10 @@ def run(store: StateStore, container_id: str, options: CreateOptions, detach: bo
     if detach:
         return 0
     try:
-        return wait_foreground(state.pid, master)
+        code = wait_foreground(state.pid, master)
+        if code == 128 + signal.SIGKILL and cgroups.manager_from_state(state.cgroup).oom_killed():
+            log.warning("container %s was killed for exceeding its memory limit", container_id)
+        return code
     finally:
         delete(store, container_id, force=True)
 
