@@ -35,7 +35,7 @@ from ocitool.image.inspect import load_local
 from ocitool.image.store import ImageStore
 from ocitool.runtime import container, seccomp, syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
-from ocitool.runtime.state import ContainerState, StateStore, validate_id
+from ocitool.runtime.state import ContainerState, StateStore, process_start_time, validate_id
 
 log = logging.getLogger(__name__)
 RECORD = "run.json"
@@ -79,13 +79,15 @@ def parse_bytes(text: str) -> int:
 def run_image(root: Path, store: ImageStore, name: str, options: RunOptions) -> int:
     """Run the image tagged ``name`` as a container in the foreground and return its exit code."""
     rootless = os.geteuid() != 0
+    clean_up_abandoned_runs(root)
     image = load_local(store, name)
     cached = cached_bundle(root, store, name, image.descriptor["digest"], rootless)
     container_id = validate_id(options.name) if options.name else secrets.token_hex(6)
     run_dir = _reserve_run(root, container_id)
     try:
         _write_record(run_dir, {"id": container_id, "image": name, "digest": image.descriptor["digest"],
-                                "command": options.command, "created": _now(), "status": "created"})
+                                "command": options.command, "created": _now(), "status": "created",
+                                "remove": options.remove, "owner": _owner()})
         spec = build_spec(image.config, cached / "rootfs", options, rootless, container_id)
         _enter_private_namespaces(rootless)
         bundle = _prepare_bundle(run_dir, cached / "rootfs", spec, volatile=options.remove)
@@ -334,6 +336,32 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _owner() -> list[int]:
+    """This ocitool process, as (pid, start time): a run whose owner is gone was abandoned."""
+    return [os.getpid(), process_start_time(os.getpid()) or 0]
+
+
+def clean_up_abandoned_runs(root: Path) -> None:
+    """Finish runs whose ocitool was killed (SIGKILL leaves no chance to clean up): delete their
+    runtime state and cgroup, and remove the run if it was started with --rm."""
+    directory = root / "containers"
+    if not directory.is_dir():
+        return
+    runtime = StateStore(root / "runtime")
+    for run_dir in directory.iterdir():
+        record = read_record(run_dir)
+        pid, started = record.get("owner") or [0, 0]
+        if record.get("status") != "created" or (pid and process_start_time(pid) == started):
+            continue  # finished already, or its ocitool is still running it
+        if run_dir.name in runtime.ids():
+            container.delete(runtime, run_dir.name, force=True)
+        if record.get("remove"):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            record.update(status="exited", exit_code=None, finished=_now())
+            _write_record(run_dir, record)
+
+
 def list_runs(root: Path) -> list[dict[str, Any]]:
     """Records of the runs kept under ``<root>/containers`` (runs without --rm), newest first."""
     directory = root / "containers"
@@ -364,6 +392,7 @@ def remove_run(root: Path, container_id: str, force: bool = False) -> None:
 
 def prune_runs(root: Path) -> list[str]:
     """Remove every run that is not running; return their ids."""
+    clean_up_abandoned_runs(root)
     removed = []
     for record in list_runs(root):
         if record.get("status") != "running":

@@ -169,6 +169,11 @@ def test_sigterm_reaches_the_container_and_kill_takes_it_down(run):
     victim.kill()  # SIGKILL: ocitool cannot clean up, but the container must not outlive it
     victim.wait()
     _wait_for(lambda: not any(_alive(pid) for pid in sleepers), 10)
+    # The next ocitool run finishes what the killed one left: runtime state, cgroup, the --rm run.
+    assert run("--rm", "busybox", "true").returncode == 0
+    assert not (ocitool.root / "containers" / "orphan").exists()
+    assert not (ocitool.root / "runtime" / "orphan").exists()
+    assert not Path("/sys/fs/cgroup/pids/ocitool/orphan").exists()
 
 
 def _pids_running(cmdline: str) -> list[int]:
