@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -13,10 +11,10 @@ from typing import Any
 
 import click
 
-from ocitool import __version__
-from ocitool.cli_common import run_command_line
+from ocitool import __version__, log
+from ocitool.cli_common import run_guarded
 from ocitool.config import Config, default_root, load_config
-from ocitool.errors import OcitoolError
+from ocitool.errors import OcitoolError, UsageError
 from ocitool.image import inspect as image_views
 from ocitool.image.manifest import decode_manifest
 from ocitool.image.platform import Platform, parse_platform
@@ -26,7 +24,7 @@ from ocitool.image.source import PULL_POLICIES, local_image
 from ocitool.image.store import ImageStore
 from ocitool.progress import LineProgress, NoProgress, Progress, TerminalProgress, human_size
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = {"debug": log.DEBUG, "info": log.INFO, "warning": log.WARNING, "error": log.ERROR}
 RUN_FAILED = 125  # Docker's status for "the tool failed, not the container"
 TRANSPORT = "docker://"
 
@@ -49,29 +47,14 @@ class App:
         return ImageStore.open(self.root / "images")
 
 
-class LazyGroup(click.Group):
-    """Imports big command groups only when they run, so ``ocitool pull`` starts fast."""
-
-    lazy = {"runtime": ("ocitool.cli_runtime", "runtime")}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy])
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.lazy:
-            module, attribute = self.lazy[name]
-            return getattr(importlib.import_module(module), attribute)
-        return super().get_command(ctx, name)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocitool")
 @click.option("--root", type=click.Path(file_okay=False), help="State directory [default: $OCITOOL_ROOT, "
               "/var/lib/ocitool for root, ~/.local/share/ocitool otherwise].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML config file [default: $OCITOOL_CONFIG, ~/.config/ocitool/config.toml, "
                    "/etc/ocitool/config.toml].")
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="warning", show_default=True,
+@click.option("--log-level", type=click.Choice(list(LOG_LEVELS)), default="warning", show_default=True,
               help="How much to log on stderr; 'debug' also shows tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, config_file: str | None, log_level: str) -> None:
@@ -83,7 +66,7 @@ def cli(ctx: click.Context, root: str | None, config_file: str | None, log_level
     One-shot:      run, ps, rm, prune
     Runtime stage: runtime SUBCOMMAND (runc's commands; also the ocitool-runtime program)
     """
-    logging.basicConfig(level=log_level.upper(), format="ocitool: %(levelname)s: %(message)s")
+    log.configure(LOG_LEVELS[log_level], log.stderr_sink("ocitool"))
     ctx.obj = App(Path(root) if root else default_root(), config_file)
 
 
@@ -396,11 +379,38 @@ def gc_command(app: App) -> None:
     click.echo(f"Deleted {count} blobs ({human_size(freed)})")
 
 
+@cli.command("runtime", add_help_option=False,
+             context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def runtime_command(args: tuple[str, ...]) -> None:
+    """The OCI runtime: runc's commands and flags (also the ocitool-runtime program).
+
+    Example: ocitool runtime run --bundle ./bundle mybox   (see 'ocitool runtime --help')
+    """
+    from ocitool import cli_runtime
+    cli_runtime.main(list(args), prog="ocitool runtime")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn failures into ``ocitool: error: ...`` and an exit code."""
     args = sys.argv[1:] if argv is None else argv
-    run_command_line(cli, args, "ocitool", lambda message: click.echo(f"ocitool: error: {message}", err=True),
-                     debug="debug" in args, usage_status=_usage_status)
+    run_guarded(lambda: _click_main(args), lambda message: click.echo(f"ocitool: error: {message}", err=True),
+                debug="debug" in args)
+
+
+def _click_main(args: list[str]) -> int | None:
+    """Run click without its own error printing and exits; its errors become ocitool's."""
+    try:
+        return cli.main(args=args, prog_name="ocitool", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        raise UsageError(exc.format_message() + hint, _usage_status(exc)) from None
+    except click.ClickException as exc:
+        error = OcitoolError(exc.format_message())
+        error.exit_code = exc.exit_code
+        raise error from None
+    except click.Abort:
+        raise KeyboardInterrupt from None
 
 
 def _usage_status(exc: click.UsageError) -> int:

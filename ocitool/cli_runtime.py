@@ -3,177 +3,215 @@
 podman (``--runtime``), conmon and containerd call these subcommands with runc's flags;
 errors go to stderr and, with ``--log``, to the log file (``--log-format json`` writes
 runc-style ``{"level","msg","time"}`` lines, which conmon reads back).
+
+Engines run the runtime several times per container, so this module parses with
+``argparse`` and loads only what the chosen subcommand needs: start-up is most of a
+runtime command's time.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 import json
-import logging
 import os
-import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import click
+from ocitool import __version__, log
+from ocitool.cli_common import run_guarded
+from ocitool.errors import OcitoolError, UsageError
 
-from ocitool import __version__
-from ocitool.cli_common import run_command_line
-from ocitool.errors import OcitoolError
-from ocitool.runtime import container
-from ocitool.runtime.state import StateStore, default_state_root
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from ocitool.runtime.container import CreateOptions
+    from ocitool.runtime.state import StateStore
 
 RUNTIME_SPEC_VERSION = "1.0.2"
+PROG = "ocitool-runtime"
+DESCRIPTION = """\
+An OCI runtime (runc's commands and flags) that runs runtime-spec bundles as containers.
+
+Lifecycle:  create, start, state, kill, delete   (or run = create + start + wait)
+Inspect:    list, ps, features                     Other: exec, spec
+Example:    ocitool-runtime run --bundle ./bundle mybox"""
+
+Handler = Callable[[argparse.Namespace], "int | None"]
 
 
-class StderrFormatter(logging.Formatter):
-    """``ocitool-runtime: error: <message>``."""
+class Parser(argparse.ArgumentParser):
+    """Usage errors are raised (one line, exit status 2), not printed with the usage text."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return f"ocitool-runtime: {record.levelname.lower()}: {record.getMessage()}"
-
-
-class JsonLogFormatter(logging.Formatter):
-    """runc's JSON log line format."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"level": record.levelname.lower(), "msg": record.getMessage(),
-                           "time": dt.datetime.now(dt.timezone.utc).isoformat()})
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-@click.group("runtime", context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(f"{__version__}\nspec: {RUNTIME_SPEC_VERSION}", prog_name="ocitool-runtime",
-                      message="%(prog)s version %(version)s")
-@click.option("--root", "state_root", type=click.Path(file_okay=False),
-              help="State directory [default: /run/ocitool-runtime, $XDG_RUNTIME_DIR/ocitool-runtime for non-root].")
-@click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Also log to this file.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--debug", is_flag=True, help="Log debug messages and tracebacks.")
-@click.option("--systemd-cgroup", is_flag=True, help="Accepted for runc compatibility; cgroupfs is used.")
-@click.option("--rootless", type=click.Choice(["true", "false", "auto"]), default="auto", hidden=True)
-@click.pass_context
-def runtime(ctx: click.Context, state_root: str | None, log_file: str | None, log_format: str, debug: bool,
-            systemd_cgroup: bool, rootless: str) -> None:
-    """An OCI runtime (runc's commands and flags) that runs runtime-spec bundles as containers.
+def main(argv: list[str] | None = None, prog: str = PROG) -> NoReturn:
+    """Entry point of ``ocitool-runtime``: runc-style errors and exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    log.configure(log.WARNING, log.stderr_sink(PROG))  # until the flags say where logs go
+    run_guarded(lambda: _dispatch(build_parser(prog), args), _report, debug="--debug" in args)
 
-    \b
-    Lifecycle:  create, start, state, kill, delete   (or run = create + start + wait)
-    Inspect:    list, ps, features                     Other: exec, spec
-    Example:    ocitool-runtime run --bundle ./bundle mybox
-    """
-    _configure_logging(log_file, log_format, debug)
-    ctx.obj = {"store": StateStore(Path(state_root) if state_root else default_state_root()),
-               "systemd": systemd_cgroup}
+
+def _dispatch(parser: argparse.ArgumentParser, args: list[str]) -> int | None:
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    if not options.command:
+        parser.print_help()
+        return 0
+    _configure_logging(options.log, options.log_format, options.debug)
+    return options.handler(options)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """runc's global flags and subcommands."""
+    parser = Parser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    allow_abbrev=False)
+    parser.add_argument("-v", "--version", action="version",
+                        version=f"{PROG} version {__version__}\nspec: {RUNTIME_SPEC_VERSION}")
+    parser.add_argument("--root", help="State directory [default: /run/ocitool-runtime, "
+                                       "$XDG_RUNTIME_DIR/ocitool-runtime for non-root].")
+    parser.add_argument("--log", metavar="FILE", help="Also log to this file.")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="[default: text]")
+    parser.add_argument("--debug", action="store_true", help="Log debug messages and tracebacks.")
+    parser.add_argument("--systemd-cgroup", action="store_true",
+                        help="Accepted for runc compatibility; cgroupfs is used.")
+    parser.add_argument("--rootless", choices=["true", "false", "auto"], default="auto", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, (handler, add_arguments) in _COMMANDS.items():
+        command = commands.add_parser(name, help=handler.__doc__, description=handler.__doc__, allow_abbrev=False)
+        add_arguments(command)
+        command.set_defaults(handler=handler)
+    return parser
 
 
 def _configure_logging(log_file: str | None, log_format: str, debug: bool) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    handlers[0].setFormatter(StderrFormatter())
-    handlers[0].setLevel(logging.DEBUG if debug else logging.WARNING)
-    if log_file:
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(JsonLogFormatter() if log_format == "json" else
-                             logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handlers.append(handler)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=handlers, force=True)
+    stderr = log.stderr_sink(PROG)
     if debug:
         os.environ["OCITOOL_RUNTIME_DEBUG"] = "1"
 
+    def sink(level: int, message: str) -> None:
+        if level >= log.WARNING or debug:
+            stderr(level, message)
+        if log_file:
+            _append_log_line(log_file, log_format, level, message)
 
-def _store(ctx: click.Context) -> StateStore:
-    return ctx.obj["store"]
+    log.configure(log.DEBUG if debug else log.INFO if log_file else log.WARNING, sink)
 
 
-def bundle_option(func: Any) -> Any:
-    return click.option("-b", "--bundle", type=click.Path(file_okay=False), default=".", show_default=True,
-                        help="Bundle directory (holds config.json).")(func)
+def _append_log_line(path: str, log_format: str, level: int, message: str) -> None:
+    """One line in runc's ``--log`` format (text, or the JSON conmon parses)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    name = log.LEVEL_NAMES[level]
+    line = (json.dumps({"level": name, "msg": message, "time": stamp}) if log_format == "json"
+            else f"{stamp} {name.upper()} {message}")
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(line + "\n")
 
 
-def create_options(func: Any) -> Any:
+def _report(message: str) -> None:
+    """One line on stderr (and in the --log file, where conmon looks for it)."""
+    log.get_logger(__name__).error("%s", message)
+
+
+def _store(options: argparse.Namespace) -> StateStore:
+    from ocitool.runtime.state import StateStore, default_state_root
+    return StateStore(Path(options.root) if options.root else default_state_root())
+
+
+def _bundle_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-b", "--bundle", default=".", help="Bundle directory (holds config.json) [default: .].")
+
+
+def _create_arguments(command: argparse.ArgumentParser) -> None:
     """The flags runc's create and run share."""
-    for decorator in (
-        click.option("--console-socket", type=click.Path(), help="Unix socket to send the pty master to."),
-        click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the init's pid here."),
-        click.option("--no-pivot", is_flag=True, help="chroot instead of pivot_root (for ramfs roots)."),
-        click.option("--no-new-keyring", is_flag=True, help="Accepted for runc compatibility."),
-        click.option("--preserve-fds", type=int, default=0, help="Pass fds 3..3+N-1 to the container."),
-    ):
-        func = decorator(func)
-    return bundle_option(func)
+    _bundle_argument(command)
+    command.add_argument("--console-socket", help="Unix socket to send the pty master to.")
+    command.add_argument("--pid-file", help="Write the init's pid here.")
+    command.add_argument("--no-pivot", action="store_true", help="chroot instead of pivot_root (for ramfs roots).")
+    command.add_argument("--no-new-keyring", action="store_true", help="Accepted for runc compatibility.")
+    command.add_argument("--preserve-fds", type=int, default=0, help="Pass fds 3..3+N-1 to the container.")
+    command.add_argument("container_id", metavar="ID")
 
 
-def _create_options(ctx: click.Context, bundle: str, console_socket: str | None, pid_file: str | None,
-                    no_pivot: bool, preserve_fds: int) -> container.CreateOptions:
-    return container.CreateOptions(pid_file=Path(pid_file) if pid_file else None, console_socket=console_socket,
-                                   preserve_fds=preserve_fds, bundle=Path(bundle), no_pivot=no_pivot,
-                                   systemd_cgroup=ctx.obj["systemd"])
+def _create_options(options: argparse.Namespace) -> CreateOptions:
+    from ocitool.runtime.container import CreateOptions
+    return CreateOptions(pid_file=Path(options.pid_file) if options.pid_file else None,
+                         console_socket=options.console_socket, preserve_fds=options.preserve_fds,
+                         bundle=Path(options.bundle), no_pivot=options.no_pivot,
+                         systemd_cgroup=options.systemd_cgroup)
 
 
-@runtime.command("spec")
-@click.option("--rootless", is_flag=True, help="A config for running as an unprivileged user.")
-@bundle_option
-def spec_command(rootless: bool, bundle: str) -> None:
+def _id_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("container_id", metavar="ID")
+
+
+def spec_command(options: argparse.Namespace) -> None:
     """Write a default config.json into the bundle (like runc spec)."""
     from ocitool.bundle.spec import default_spec, write_spec
-    path = Path(bundle) / "config.json"
+    path = Path(options.bundle) / "config.json"
     if path.exists():
         raise OcitoolError(f"{path} already exists; remove it first")
-    write_spec(Path(bundle), default_spec(rootless=rootless))
+    write_spec(Path(options.bundle), default_spec(rootless=options.rootless_spec))
 
 
-@runtime.command("create")
-@create_options
-@click.argument("container_id")
-@click.pass_context
-def create_command(ctx: click.Context, container_id: str, bundle: str, console_socket: str | None,
-                   pid_file: str | None, no_pivot: bool, no_new_keyring: bool, preserve_fds: int) -> None:
+def _spec_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--rootless", dest="rootless_spec", action="store_true",
+                         help="A config for running as an unprivileged user.")
+    _bundle_argument(command)
+
+
+def create_command(options: argparse.Namespace) -> None:
     """Create a container; its process waits until 'start'."""
-    container.create(_store(ctx), container_id,
-                     _create_options(ctx, bundle, console_socket, pid_file, no_pivot, preserve_fds))
+    from ocitool.runtime import container
+    container.create(_store(options), options.container_id, _create_options(options))
 
 
-@runtime.command("start")
-@click.argument("container_id")
-@click.pass_context
-def start_command(ctx: click.Context, container_id: str) -> None:
+def start_command(options: argparse.Namespace) -> None:
     """Start a created container's process."""
-    container.start(_store(ctx), container_id)
+    from ocitool.runtime import container
+    container.start(_store(options), options.container_id)
 
 
-@runtime.command("run")
-@create_options
-@click.option("-d", "--detach", is_flag=True, help="Return once the container started.")
-@click.option("--keep", is_flag=True, help="Accepted for runc compatibility.")
-@click.argument("container_id")
-@click.pass_context
-def run_command(ctx: click.Context, container_id: str, bundle: str, console_socket: str | None, pid_file: str | None,
-                no_pivot: bool, no_new_keyring: bool, preserve_fds: int, detach: bool, keep: bool) -> None:
+def run_command(options: argparse.Namespace) -> int:
     """Create and start a container; in the foreground wait for it and exit with its status."""
-    options = _create_options(ctx, bundle, console_socket, pid_file, no_pivot, preserve_fds)
-    ctx.exit(container.run(_store(ctx), container_id, options, detach))
+    from ocitool.runtime import container
+    return container.run(_store(options), options.container_id, _create_options(options), options.detach)
 
 
-@runtime.command("state")
-@click.argument("container_id")
-@click.pass_context
-def state_command(ctx: click.Context, container_id: str) -> None:
+def _run_arguments(command: argparse.ArgumentParser) -> None:
+    _create_arguments(command)
+    command.add_argument("-d", "--detach", action="store_true", help="Return once the container started.")
+    command.add_argument("--keep", action="store_true", help="Accepted for runc compatibility.")
+
+
+def state_command(options: argparse.Namespace) -> None:
     """Print the container's state (runtime-spec JSON)."""
-    click.echo(json.dumps(container.state_of(_store(ctx), container_id), indent=2))
+    from ocitool.runtime import container
+    print(json.dumps(container.state_of(_store(options), options.container_id), indent=2))
 
 
-@runtime.command("kill")
-@click.option("-a", "--all", "all_processes", is_flag=True, help="Signal every process in the container.")
-@click.argument("container_id")
-@click.argument("sig", default="SIGTERM")
-@click.pass_context
-def kill_command(ctx: click.Context, container_id: str, sig: str, all_processes: bool) -> None:
+def kill_command(options: argparse.Namespace) -> None:
     """Send a signal (name or number, default SIGTERM) to the container."""
-    container.kill(_store(ctx), container_id, parse_signal(sig), all_processes)
+    from ocitool.runtime import container
+    container.kill(_store(options), options.container_id, parse_signal(options.signal), options.all)
+
+
+def _kill_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-a", "--all", action="store_true", help="Signal every process in the container.")
+    _id_argument(command)
+    command.add_argument("signal", metavar="SIGNAL", nargs="?", default="SIGTERM")
 
 
 def parse_signal(text: str) -> int:
     """``9``, ``KILL`` or ``SIGKILL`` -> 9."""
+    import signal
     if text.isdigit():
         return int(text)
     name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
@@ -183,22 +221,20 @@ def parse_signal(text: str) -> int:
         raise OcitoolError(f"unknown signal {text!r}") from None
 
 
-@runtime.command("delete")
-@click.option("-f", "--force", is_flag=True, help="Kill the container first if it is running.")
-@click.argument("container_id")
-@click.pass_context
-def delete_command(ctx: click.Context, container_id: str, force: bool) -> None:
+def delete_command(options: argparse.Namespace) -> None:
     """Delete a container: its processes, cgroup and state."""
-    container.delete(_store(ctx), container_id, force)
+    from ocitool.runtime import container
+    container.delete(_store(options), options.container_id, options.force)
 
 
-@runtime.command("list")
-@click.option("-f", "--format", "output_format", type=click.Choice(["table", "json"]), default="table")
-@click.option("-q", "--quiet", is_flag=True, help="Only ids.")
-@click.pass_context
-def list_command(ctx: click.Context, output_format: str, quiet: bool) -> None:
+def _delete_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-f", "--force", action="store_true", help="Kill the container first if it is running.")
+    _id_argument(command)
+
+
+def list_command(options: argparse.Namespace) -> None:
     """List containers."""
-    store = _store(ctx)
+    store = _store(options)
     rows = []
     for container_id in store.ids():
         state = store.load(container_id)
@@ -207,96 +243,116 @@ def list_command(ctx: click.Context, output_format: str, quiet: bool) -> None:
                      "pid": state.pid if status != "stopped" else 0, "status": status, "bundle": state.bundle,
                      "rootfs": str(Path(state.bundle) / "rootfs"), "created": state.created,
                      "owner": "root" if not state.rootless else str(os.geteuid())})
-    if quiet:
-        click.echo("\n".join(row["id"] for row in rows))
-    elif output_format == "json":
-        click.echo(json.dumps(rows))
+    if options.quiet:
+        print("\n".join(row["id"] for row in rows))
+    elif options.format == "json":
+        print(json.dumps(rows))
     else:
-        click.echo(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
+        print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
         for row in rows:
-            click.echo(f"{row['id']:<20} {row['pid']:<8} {row['status']:<10} {row['bundle']:<40} {row['created']}")
+            print(f"{row['id']:<20} {row['pid']:<8} {row['status']:<10} {row['bundle']:<40} {row['created']}")
 
 
-@runtime.command("ps")
-@click.option("-f", "--format", "output_format", type=click.Choice(["table", "json"]), default="table")
-@click.argument("container_id")
-@click.pass_context
-def ps_command(ctx: click.Context, container_id: str, output_format: str) -> None:
+def _format_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-f", "--format", choices=["table", "json"], default="table", help="[default: table]")
+
+
+def _list_arguments(command: argparse.ArgumentParser) -> None:
+    _format_argument(command)
+    command.add_argument("-q", "--quiet", action="store_true", help="Only ids.")
+
+
+def ps_command(options: argparse.Namespace) -> None:
     """List the container's processes (host pids)."""
-    pids = container.processes(_store(ctx), container_id)
-    if output_format == "json":
-        click.echo(json.dumps(pids))
+    from ocitool.runtime import container
+    pids = container.processes(_store(options), options.container_id)
+    if options.format == "json":
+        print(json.dumps(pids))
         return
-    click.echo("PID    CMD")
+    print("PID    CMD")
     for pid in pids:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             continue
-        click.echo(f"{pid:<6} {cmdline}")
+        print(f"{pid:<6} {cmdline}")
 
 
-@runtime.command("exec", context_settings={"allow_interspersed_args": False})
-@click.option("-t", "--tty", is_flag=True, help="Give the process a pty.")
-@click.option("-d", "--detach", is_flag=True, help="Do not wait for the process.")
-@click.option("--pid-file", type=click.Path(dir_okay=False))
-@click.option("--console-socket", type=click.Path())
-@click.option("-e", "--env", multiple=True, metavar="K=V", help="Add an environment variable.")
-@click.option("--cwd", help="Working directory inside the container.")
-@click.option("-u", "--user", metavar="UID[:GID]", help="Run as this user.")
-@click.option("-g", "--additional-gids", multiple=True, type=int)
-@click.option("-p", "--process", "process_file", type=click.Path(dir_okay=False),
-              help="A runtime-spec process JSON to run instead of the arguments.")
-@click.option("--no-new-privs", is_flag=True)
-@click.option("-c", "--cap", multiple=True, help="Add a capability.")
-@click.option("--preserve-fds", type=int, default=0)
-@click.option("--process-label", hidden=True)
-@click.option("--apparmor", hidden=True)
-@click.argument("container_id")
-@click.argument("command", nargs=-1)
-@click.pass_context
-def exec_command(ctx: click.Context, container_id: str, command: tuple[str, ...], tty: bool, detach: bool,
-                 pid_file: str | None, console_socket: str | None, env: tuple[str, ...], cwd: str | None,
-                 user: str | None, additional_gids: tuple[int, ...], process_file: str | None, no_new_privs: bool,
-                 cap: tuple[str, ...], preserve_fds: int, process_label: str | None, apparmor: str | None) -> None:
+def _ps_arguments(command: argparse.ArgumentParser) -> None:
+    _format_argument(command)
+    _id_argument(command)
+
+
+def exec_command(options: argparse.Namespace) -> int:
     """Run a new process inside a running container."""
-    store = _store(ctx)
-    if process_file:
-        process = _read_process_file(process_file)
+    from ocitool.runtime import container
+    store = _store(options)
+    command = options.command_args[1:] if options.command_args[:1] == ["--"] else options.command_args
+    if options.process:
+        process = _read_process_file(options.process)
+    elif not command:
+        raise UsageError("give a command, or --process FILE")
     else:
-        if not command:
-            raise click.UsageError("give a command, or --process FILE")
-        process = container.process_for_exec(store, container_id, list(command), tty=tty, env=list(env), cwd=cwd,
-                                             user=user, additional_gids=list(additional_gids),
-                                             no_new_privs=no_new_privs, caps=list(cap))
-    options = container.ProcessOptions(pid_file=Path(pid_file) if pid_file else None, console_socket=console_socket,
-                                       preserve_fds=preserve_fds)
-    ctx.exit(container.exec_process(store, container_id, process, options, detach))
+        process = container.process_for_exec(store, options.container_id, command, tty=options.tty,
+                                             env=options.env, cwd=options.cwd, user=options.user,
+                                             additional_gids=options.additional_gids,
+                                             no_new_privs=options.no_new_privs, caps=options.cap)
+    process_options = container.ProcessOptions(pid_file=Path(options.pid_file) if options.pid_file else None,
+                                               console_socket=options.console_socket,
+                                               preserve_fds=options.preserve_fds)
+    return container.exec_process(store, options.container_id, process, process_options, options.detach)
 
 
-def _read_process_file(path: str) -> dict[str, Any]:
+def _exec_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-t", "--tty", action="store_true", help="Give the process a pty.")
+    command.add_argument("-d", "--detach", action="store_true", help="Do not wait for the process.")
+    command.add_argument("--pid-file", help="Write the process's pid here.")
+    command.add_argument("--console-socket", help="Unix socket to send the pty master to.")
+    command.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                         help="Add an environment variable.")
+    command.add_argument("--cwd", help="Working directory inside the container.")
+    command.add_argument("-u", "--user", metavar="UID[:GID]", help="Run as this user.")
+    command.add_argument("-g", "--additional-gids", action="append", type=int, default=[], metavar="GID",
+                         help="Add a supplementary group.")
+    command.add_argument("-p", "--process", metavar="FILE",
+                         help="A runtime-spec process JSON to run instead of the arguments.")
+    command.add_argument("--no-new-privs", action="store_true", help="Set no_new_privileges.")
+    command.add_argument("-c", "--cap", action="append", default=[], help="Add a capability.")
+    command.add_argument("--preserve-fds", type=int, default=0, help="Pass fds 3..3+N-1 to the process.")
+    command.add_argument("--process-label", help=argparse.SUPPRESS)
+    command.add_argument("--apparmor", help=argparse.SUPPRESS)
+    _id_argument(command)
+    command.add_argument("command_args", metavar="CMD", nargs=argparse.REMAINDER,
+                         help="The command and its arguments.")
+
+
+def _read_process_file(path: str) -> dict[str, object]:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise OcitoolError(f"cannot read process file {path}: {exc}") from None
 
 
-@runtime.command("features")
-def features_command() -> None:
+def features_command(options: argparse.Namespace) -> None:
     """Print what this runtime supports (JSON, like runc features)."""
     from ocitool.runtime import features
-    click.echo(json.dumps(features.features(), indent=2))
+    print(json.dumps(features.features(), indent=2))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``ocitool-runtime``: runc-style errors and exit codes."""
-    args = sys.argv[1:] if argv is None else argv
-    run_command_line(runtime, args, "ocitool-runtime", _report, debug="--debug" in args)
+def _no_arguments(command: argparse.ArgumentParser) -> None:
+    """A subcommand without flags."""
 
 
-def _report(message: str) -> None:
-    """One line on stderr (and in the --log file, where conmon looks for it)."""
-    if logging.getLogger().handlers:
-        logging.getLogger("ocitool.runtime").error("%s", message)
-    else:
-        click.echo(f"ocitool-runtime: error: {message}", err=True)
+_COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None]]] = {
+    "spec": (spec_command, _spec_arguments),
+    "create": (create_command, _create_arguments),
+    "start": (start_command, _id_argument),
+    "run": (run_command, _run_arguments),
+    "state": (state_command, _id_argument),
+    "kill": (kill_command, _kill_arguments),
+    "delete": (delete_command, _delete_arguments),
+    "list": (list_command, _list_arguments),
+    "ps": (ps_command, _ps_arguments),
+    "exec": (exec_command, _exec_arguments),
+    "features": (features_command, _no_arguments),
+}

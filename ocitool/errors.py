@@ -12,6 +12,16 @@ class OcitoolError(Exception):
     exit_code = 1
 
 
+class UsageError(OcitoolError):
+    """A command line that does not parse: wrong flags or arguments."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class InvalidReferenceError(OcitoolError):
     """An image reference that cannot be parsed or normalized."""
 

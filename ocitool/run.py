@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
-import logging
 import os
 import re
 import secrets
@@ -36,8 +35,9 @@ from ocitool.image.store import ImageStore
 from ocitool.runtime import container, seccomp, syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
 from ocitool.runtime.state import ContainerState, StateStore, process_start_time, validate_id
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 RECORD = "run.json"
 _SIZE_SUFFIXES = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1

@@ -346,3 +346,26 @@ def test_hook_timeout(runtime, tmp_path):
     result = runtime("create", "--bundle", str(bundle), "slowhook", check=False)
     assert result.returncode != 0 and "timed out after 1 s" in result.stderr
     assert time.monotonic() - start < 8 and not (runtime.state_root / "slowhook").exists()
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_errors_reach_the_log_file_in_runc_format(runtime, tmp_path, log_format):
+    log_file = tmp_path / "runtime.log"
+    result = runtime("--log", str(log_file), "--log-format", log_format, "state", "ghost", check=False)
+    assert (result.returncode, result.stderr) == (1, "ocitool-runtime: error: container ghost does not exist\n")
+    line = log_file.read_text().splitlines()[-1]
+    if log_format == "json":  # what conmon parses: level, msg, time
+        record = json.loads(line)
+        assert (record["level"], record["msg"]) == ("error", "container ghost does not exist")
+        assert record["time"].endswith("Z")
+    else:
+        assert line.endswith(" ERROR container ghost does not exist")
+
+
+def test_usage_errors_are_one_line_with_status_2(runtime):
+    result = runtime("kill", check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("ocitool-runtime: error: the following arguments are required: ID")
+    assert len(result.stderr.splitlines()) == 1
+    assert runtime("--help").stdout.startswith("usage: ocitool runtime")
+    assert "--console-socket" in runtime("create", "--help").stdout

@@ -10,7 +10,6 @@ file of the host.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 from collections import deque
@@ -19,8 +18,9 @@ from typing import Any
 
 from ocitool.bundle.spec import DEFAULT_PATH, default_spec
 from ocitool.errors import OcitoolError
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ANNOTATION_PREFIX = "org.opencontainers.image."
 # Image config fields whose value becomes the annotation ANNOTATION_PREFIX + field.

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 import shutil
 import stat
@@ -41,8 +40,9 @@ from ocitool.bundle.layers import LayerSource, LayerTar, open_layer
 from ocitool.bundle.mtree import BLOCK, CHAR, DIR, FIFO, FILE, LINK, Inode, Mtree
 from ocitool.errors import LayerError
 from ocitool.securepath import open_in_root, open_parent_in_root, path_in_root
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"

@@ -8,7 +8,6 @@ and renamed into place only when complete, so a failure leaves nothing half-made
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -23,9 +22,10 @@ from ocitool.bundle.spec import write_spec
 from ocitool.errors import ManifestError, OcitoolError
 from ocitool.image.inspect import LocalImage, load_local
 from ocitool.image.store import ImageStore
+from ocitool.log import get_logger
 
 BUNDLE_RECORD = "ocitool.json"
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

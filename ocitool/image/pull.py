@@ -7,7 +7,6 @@ ref in ``index.json``, so a ref never points at content that is not all there.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ from ocitool.image.access import AccessOptions
 from ocitool.image.remote import open_manifest
 from ocitool.image.store import ImageStore
 from ocitool.progress import NoProgress, Progress
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 DEFAULT_JOBS = 4
 

@@ -6,7 +6,6 @@ manifest, trying the configured mirrors in order before the registry itself.
 
 from __future__ import annotations
 
-import logging
 
 from ocitool.config import Config, is_loopback_host
 from ocitool.errors import OcitoolError
@@ -14,8 +13,9 @@ from ocitool.image.access import AccessOptions
 from ocitool.image.credentials import find_credentials
 from ocitool.image.reference import Reference
 from ocitool.image.registry import ManifestResponse, RegistryClient, RetryPolicy
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 MIRROR_RETRY = RetryPolicy(attempts=2)

@@ -17,10 +17,10 @@ before step 1 (see ``ocitool.runtime.seccomp``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from ocitool.errors import OcitoolError
+from ocitool.log import get_logger
 from ocitool.runtime.syscalls import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
@@ -32,7 +32,7 @@ from ocitool.runtime.syscalls import (
     prctl,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Kernel numbering (include/uapi/linux/capability.h): a name's index is its number.
 _NAMES = (

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import abc
 import errno
-import logging
 import os
 import posixpath
 import re
@@ -38,8 +37,9 @@ from typing import Any, NamedTuple
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = "/ocitool"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import os
 import signal
 import time
@@ -26,9 +25,10 @@ from ocitool.runtime.process import prepare_process
 from ocitool.runtime.channel import Channel
 from ocitool.runtime.spec import load_spec, validate_process
 from ocitool.runtime.state import EXEC_FIFO, ContainerState, StateStore, process_start_time
+from ocitool.log import get_logger
 
 STOP_WAIT = 10.0
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                      signal.SIGUSR2, signal.SIGCONT)
 

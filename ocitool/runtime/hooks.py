@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 from typing import Any
 
 from ocitool.errors import OcitoolError
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class HookError(OcitoolError):

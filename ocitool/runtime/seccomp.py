@@ -20,7 +20,6 @@ import ctypes
 import errno
 import functools
 import json
-import logging
 import os
 import platform
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.runtime.capabilities import CAPABILITIES
+from ocitool.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DOCKER_DEFAULT_PROFILE = Path(__file__).with_name("seccomp_default.json")
 """Docker's default profile in compact form; ``default_profile`` expands it."""
