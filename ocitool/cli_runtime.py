@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,8 +105,7 @@ def _configure_logging(log_file: str | None, log_format: str, debug: bool) -> No
 
 def _append_log_line(path: str, log_format: str, level: int, message: str) -> None:
     """One line in runc's ``--log`` format (text, or the JSON conmon parses)."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    stamp = log.utc_timestamp()
     name = log.LEVEL_NAMES[level]
     line = (json.dumps({"level": name, "msg": message, "time": stamp}) if log_format == "json"
             else f"{stamp} {name.upper()} {message}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
 from pathlib import Path
+
+_TEMP_ATTEMPTS = 100  # as tempfile.mkstemp: give up after this many names already taken
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None,
@@ -15,7 +17,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | Non
     same file system) and is removed if anything fails. ``durable`` also survives a power
     loss (fsync before the rename).
     """
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=tmp_dir or path.parent)
+    fd, name = _create_temp(Path(tmp_dir or path.parent), f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -25,8 +27,23 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | Non
                 os.fsync(handle.fileno())
         os.replace(name, path)
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        name.unlink(missing_ok=True)
         raise
+
+
+def _create_temp(directory: Path, prefix: str) -> tuple[int, Path]:
+    """Create a new, private (0600) file named ``prefix`` + random characters in ``directory``.
+
+    What ``tempfile.mkstemp`` does, without importing ``tempfile`` (and ``shutil`` and
+    ``random`` with it: ~6 ms of every runtime command's start-up).
+    """
+    for _ in range(_TEMP_ATTEMPTS):
+        name = directory / f"{prefix}{os.urandom(6).hex()}"
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(directory / f"{prefix}*"))
 
 
 def write_in_one_call(path: str, data: str) -> None:

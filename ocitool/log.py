@@ -10,6 +10,7 @@ name, so handlers and ``caplog`` see them as usual.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
@@ -31,6 +32,12 @@ def configure(threshold: int, sink: Sink) -> None:
 def stderr_sink(prog: str) -> Sink:
     """``<prog>: <level>: <message>`` lines on stderr."""
     return lambda level, message: print(f"{prog}: {LEVEL_NAMES[level]}: {message}", file=sys.stderr, flush=True)
+
+
+def utc_timestamp() -> str:
+    """Now in RFC 3339 UTC with microseconds: runc's log and ``created`` format, without ``datetime``."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 def shutdown() -> None:

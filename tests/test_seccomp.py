@@ -1,4 +1,5 @@
-"""Seccomp: validating ``linux.seccomp``, loading it with libseccomp, Docker's default profile.
+"""Seccomp: validating ``linux.seccomp``, compiling it with libseccomp (and caching the
+program), loading it with seccomp(2), Docker's default profile.
 
 Filters are only ever loaded in forked children (see ``test_capabilities``'s helpers) so
 the pytest process stays unrestricted.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +20,19 @@ import pytest
 from ocitool.errors import OcitoolError
 from ocitool.runtime import seccomp, syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
-from ocitool.runtime.seccomp import default_profile, load_seccomp, parse_seccomp
+from ocitool.runtime.seccomp import (
+    CompiledFilter,
+    compile_filter,
+    default_profile,
+    load_filter,
+    parse_seccomp,
+)
 from support.fork import exec_in_child, in_child
 from test_capabilities import BUSYBOX
+
+def load_compiled(config: dict) -> None:
+    load_filter(compile_filter(config, None))
+
 
 needs_seccomp = pytest.mark.skipif(not seccomp.seccomp_supported(),
                                    reason="libseccomp or kernel seccomp support is missing")
@@ -52,7 +65,7 @@ def mkdir_errno(path: Path) -> int:
 def loaded_then(config: dict, check):  # type: ignore[no-untyped-def]
     """A child's work: load ``config``, then return ``check()``."""
     def work():  # type: ignore[no-untyped-def]
-        load_seccomp(config)
+        load_compiled(config)
         return check()
     return work
 
@@ -121,17 +134,17 @@ BUSYBOX_TRUE_SYSCALLS = ["execve", "brk", "arch_prctl", "set_tid_address", "set_
 def test_default_errno_with_an_allow_list_runs_busybox() -> None:
     config = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EPERM,
               "syscalls": [{"names": BUSYBOX_TRUE_SYSCALLS, "action": "SCMP_ACT_ALLOW"}]}
-    assert exec_in_child(lambda: load_seccomp(config), [BUSYBOX, "true"]) == (0, "")
+    assert exec_in_child(lambda: load_compiled(config), [BUSYBOX, "true"]) == (0, "")
 
     config["syscalls"][0]["names"] = [name for name in BUSYBOX_TRUE_SYSCALLS if name != "execve"]
-    code, output = exec_in_child(lambda: load_seccomp(config), [BUSYBOX, "true"])
+    code, output = exec_in_child(lambda: load_compiled(config), [BUSYBOX, "true"])
     assert code == 127 and "PermissionError" in output
 
 
 @needs_seccomp
 def test_docker_default_profile_runs_a_shell() -> None:
     profile = default_profile(DOCKER_CAPS)
-    code, output = exec_in_child(lambda: load_seccomp(profile), [
+    code, output = exec_in_child(lambda: load_compiled(profile), [
         BUSYBOX, "sh", "-c", "echo ok; ls /; /bin/busybox true && echo forked"])
     assert code == 0, output
     lines = output.splitlines()
@@ -199,12 +212,12 @@ def test_loads_with_no_new_privs_and_without_cap_sys_admin(tmp_path: Path) -> No
     def with_nnp() -> int:
         drop_sys_admin()
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-        load_seccomp(config)
+        load_compiled(config)
         return mkdir_errno(tmp_path / "d")
 
     def without_nnp() -> None:
         drop_sys_admin()
-        load_seccomp(config)
+        load_compiled(config)
 
     assert in_child(with_nnp) == errno.EPERM
     with pytest.raises(OcitoolError, match="linux.seccomp: cannot load the filter.*"
@@ -261,15 +274,160 @@ def test_architectures_and_flags_load() -> None:
                                                         "args": [{"index": 0, "value": 1, "op": "=="}]}]},
      'linux.seccomp.syscalls[0].args[0].op: unknown operator "=="'),
 ])
-def test_malformed_config_names_the_field(config: object, message: str) -> None:
+def test_malformed_config_names_the_field(tmp_path: Path, config: object, message: str) -> None:
     with pytest.raises(OcitoolError) as raised:
         parse_seccomp(config)  # type: ignore[arg-type]
     assert str(raised.value).startswith(message)
+    with pytest.raises(OcitoolError) as raised:
+        compile_filter(config, tmp_path / "cache")  # type: ignore[arg-type]
+    assert str(raised.value).startswith(message)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_missing_libseccomp_is_an_error_only_with_a_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(seccomp, "_libseccomp", lambda: None)
     assert not seccomp.seccomp_supported()
-    load_seccomp(None)
     with pytest.raises(OcitoolError, match="linux.seccomp: libseccomp.so.2 is not installed"):
-        load_seccomp({"defaultAction": "SCMP_ACT_ALLOW"})
+        compile_filter({"defaultAction": "SCMP_ACT_ALLOW"}, None)
+
+
+# seccomp(2) filter flags (include/uapi/linux/seccomp.h)
+FLAG_TSYNC, FLAG_LOG, FLAG_SPEC_ALLOW, FLAG_TSYNC_ESRCH = 0x01, 0x02, 0x04, 0x10
+
+
+def denying_mkdir(errno_ret: int) -> dict:
+    """A default-allow config whose only rule fails mkdir with ``errno_ret``."""
+    return {"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": errno_ret}]}
+
+
+def mkdir_errno_under(compiled: CompiledFilter, path: Path) -> int:
+    """In a child: load ``compiled``, then mkdir ``path``; the errno (0 when created)."""
+    def work() -> int:
+        load_filter(compiled)
+        return mkdir_errno(path)
+    return in_child(work)
+
+
+def cache_file(program: bytes) -> bytes:
+    """What the cache stores for ``program``: the program, then its sha256."""
+    return program + hashlib.sha256(program).digest()
+
+
+def the_cache_file(cache: Path) -> Path:
+    (path,) = cache.iterdir()
+    return path
+
+
+@needs_seccomp
+def test_compiled_filter_loads_without_libseccomp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled = compile_filter(denying_mkdir(errno.EROFS), None)
+    assert compiled.flags == 0 and compiled.program and len(compiled.program) % 8 == 0
+    monkeypatch.setattr(seccomp, "_libseccomp", lambda: None)  # as if missing, as after pivot_root
+
+    def work() -> int:
+        load_filter(compiled)
+        (tmp_path / "file").write_text("allowed")  # the default action lets other syscalls through
+        return mkdir_errno(tmp_path / "d")
+
+    assert in_child(work) == errno.EROFS
+    assert (tmp_path / "file").read_text() == "allowed" and not (tmp_path / "d").exists()
+
+
+def test_flags_are_what_libseccomp_loads_with() -> None:
+    config = {"defaultAction": "SCMP_ACT_ALLOW", "flags": [
+        "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]}
+    assert compile_filter(config, None).flags == FLAG_TSYNC | FLAG_TSYNC_ESRCH | FLAG_LOG | FLAG_SPEC_ALLOW
+
+
+@needs_seccomp
+def test_cache_miss_stores_the_program_and_a_hit_returns_it(tmp_path: Path) -> None:
+    cache = tmp_path / "state" / "seccomp"
+    profile = {**default_profile(DOCKER_CAPS), "flags": ["SECCOMP_FILTER_FLAG_LOG"]}
+    miss = compile_filter(profile, cache)
+    assert cache.stat().st_mode & 0o777 == 0o700
+    path = the_cache_file(cache)
+    assert len(path.name) == 64 and path.stat().st_mode & 0o777 == 0o600
+    assert path.read_bytes() == cache_file(miss.program)
+    assert miss.program == compile_filter(profile, None).program
+
+    hit = compile_filter(profile, cache)
+    assert (hit.program, hit.flags) == (miss.program, FLAG_LOG)
+    assert the_cache_file(cache) == path  # nothing rewritten, no temporary file left
+
+    compile_filter(denying_mkdir(errno.EPERM), cache)
+    assert len(list(cache.iterdir())) == 2
+
+
+@needs_seccomp
+def test_a_hit_loads_the_cached_program(tmp_path: Path) -> None:
+    """The cached file is what counts: replaced by another program, that one is used."""
+    cache = tmp_path / "cache"
+    compile_filter(denying_mkdir(errno.EPERM), cache)
+    other = compile_filter(denying_mkdir(errno.EROFS), None).program
+    the_cache_file(cache).write_bytes(cache_file(other))
+
+    hit = compile_filter(denying_mkdir(errno.EPERM), cache)
+    assert hit.program == other
+    assert mkdir_errno_under(hit, tmp_path / "d") == errno.EROFS
+
+
+@needs_seccomp
+@pytest.mark.parametrize("damage", [
+    lambda data: b"",
+    lambda data: data[:-3],                     # not whole instructions
+    lambda data: data[:-8],                     # an instruction short
+    lambda data: data[:-40] + data[-32:],       # an instruction short, the digest kept
+    lambda data: bytes([data[0] ^ 1]) + data[1:],
+], ids=["empty", "torn", "truncated", "instruction missing", "changed"])
+def test_damaged_cache_file_is_a_miss_and_rewritten(tmp_path: Path,
+                                                    damage: Callable[[bytes], bytes]) -> None:
+    cache = tmp_path / "cache"
+    good = compile_filter(denying_mkdir(errno.EPERM), cache).program
+    path = the_cache_file(cache)
+    path.write_bytes(damage(path.read_bytes()))
+
+    assert compile_filter(denying_mkdir(errno.EPERM), cache).program == good
+    assert path.read_bytes() == cache_file(good)
+
+
+@needs_seccomp
+def test_unreadable_unwritable_cache_file_only_costs_the_build(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    good = compile_filter(denying_mkdir(errno.EPERM), cache).program
+    path = the_cache_file(cache)
+    path.unlink()
+    (path / "in the way").mkdir(parents=True)  # read: EISDIR; rename onto it: not empty
+
+    assert compile_filter(denying_mkdir(errno.EPERM), cache).program == good
+    assert the_cache_file(cache) == path and path.is_dir()
+
+
+def group_writable(path: Path) -> None:
+    path.chmod(0o770)
+
+
+def world_writable(path: Path) -> None:
+    path.chmod(0o1777)
+
+
+def owned_by_nobody(path: Path) -> None:
+    os.chown(path, 65534, 65534)
+
+
+@needs_seccomp
+@pytest.mark.parametrize("weaken", [group_writable, world_writable, owned_by_nobody])
+def test_cache_others_can_write_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                            weaken: Callable[[Path], None]) -> None:
+    cache = tmp_path / "cache"
+    good = compile_filter(denying_mkdir(errno.EPERM), cache).program
+    path = the_cache_file(cache)
+    planted = cache_file(compile_filter(denying_mkdir(errno.EROFS), None).program)
+    path.write_bytes(planted)
+    weaken(cache)
+
+    compiled = compile_filter(denying_mkdir(errno.EPERM), cache)
+    assert compiled.program == good and path.read_bytes() == planted  # neither used nor rewritten
+    assert mkdir_errno_under(compiled, tmp_path / "d") == errno.EPERM
+    assert f"cache {cache} not used" in caplog.text

@@ -17,8 +17,6 @@ before step 1 (see ``ocitool.runtime.seccomp``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ocitool.errors import OcitoolError
 from ocitool.log import get_logger
 from ocitool.runtime.syscalls import (
@@ -58,15 +56,31 @@ _STATUS_FIELDS = {"CapBnd": "bounding", "CapEff": "effective", "CapPrm": "permit
                   "CapInh": "inheritable", "CapAmb": "ambient"}
 
 
-@dataclass(frozen=True)
 class CapabilitySets:
     """The capability numbers the container process keeps, per set."""
 
-    bounding: frozenset[int] = frozenset()
-    effective: frozenset[int] = frozenset()
-    permitted: frozenset[int] = frozenset()
-    inheritable: frozenset[int] = frozenset()
-    ambient: frozenset[int] = frozenset()
+    __slots__ = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+    def __init__(self, bounding: frozenset[int] = frozenset(), effective: frozenset[int] = frozenset(),
+                 permitted: frozenset[int] = frozenset(), inheritable: frozenset[int] = frozenset(),
+                 ambient: frozenset[int] = frozenset()) -> None:
+        self.bounding = bounding
+        self.effective = effective
+        self.permitted = permitted
+        self.inheritable = inheritable
+        self.ambient = ambient
+
+    def _fields(self) -> tuple[frozenset[int], ...]:
+        return self.bounding, self.effective, self.permitted, self.inheritable, self.ambient
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CapabilitySets):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        sets = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"CapabilitySets({sets})"
 
 
 def last_cap() -> int:

@@ -32,12 +32,16 @@ import posixpath
 import re
 import signal
 import time
+from collections import namedtuple
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
 from ocitool.log import get_logger
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 
@@ -63,18 +67,21 @@ _THROTTLES = {
 
 # ---------------------------------------------------------------- planning (pure)
 
-class Write(NamedTuple):
+class Write(namedtuple("Write", "controller choices field optional", defaults=(False,))):
     """One planned write to a cgroup file.
 
-    ``choices`` are (file, value) alternatives for kernels that name a knob differently (CFQ's
-    ``blkio.weight`` or BFQ's ``blkio.bfq.weight``): the first file that exists is written.
-    An ``optional`` write is skipped when none exists; otherwise that is an error.
+    ``controller`` owns the file ("" for core cgroup files). ``choices`` are (file, value)
+    alternatives for kernels that name a knob differently (CFQ's ``blkio.weight`` or BFQ's
+    ``blkio.bfq.weight``): the first file that exists is written. ``field`` is the config
+    field, for error messages. An ``optional`` write is skipped when no file exists;
+    otherwise that is an error.
     """
 
-    controller: str                       # the controller owning the file; "" for core cgroup files
+    __slots__ = ()
+    controller: str
     choices: tuple[tuple[str, str], ...]
-    field: str                            # the config field, for error messages
-    optional: bool = False
+    field: str
+    optional: bool
 
 
 def _one(controller: str, file: str, value: str, field: str) -> Write:
@@ -510,11 +517,15 @@ def _systemd_unit_path(value: str) -> str:
     return path
 
 
-class _Mount(NamedTuple):
+class _Mount(namedtuple("_Mount", "mountpoint root fstype options")):
+    """A cgroup mount: ``root`` is the cgroup shown at the mountpoint; a v1 hierarchy's
+    controllers are among its super ``options``."""
+
+    __slots__ = ()
     mountpoint: str
-    root: str                   # the cgroup shown at the mountpoint
+    root: str
     fstype: str
-    options: tuple[str, ...]    # super options: a v1 hierarchy's controllers are among them
+    options: tuple[str, ...]
 
 
 def _read(path: str) -> str:

@@ -7,13 +7,18 @@ OcitoolError here, so a failure inside the container reaches the user as one lin
 
 from __future__ import annotations
 
+import _socket  # the C module: socket.py's enum set-up would cost a runtime command ~4 ms
 import json
-import socket
-from typing import Any
+import struct
 
 from ocitool.errors import OcitoolError
 
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
+
 MAX_MESSAGE = 1 << 20
+MAX_FDS = 4
 
 
 class InitError(OcitoolError):
@@ -27,32 +32,32 @@ class InitError(OcitoolError):
 class Channel:
     """One end of the runtime <-> init channel."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: _socket.socket):
         self.sock = sock
 
     @classmethod
     def pair(cls) -> tuple["Channel", "Channel"]:
         """Two connected ends: (runtime side, init side)."""
-        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        left, right = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         return cls(left), cls(right)
 
     def send(self, kind: str, fds: list[int] | None = None, **data: Any) -> None:
         """Send a ``kind`` message with ``data`` (and file descriptors)."""
         payload = json.dumps({"kind": kind, **data}).encode()
-        if fds:
-            socket.send_fds(self.sock, [payload], fds)
-        else:
-            self.sock.sendall(payload)
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
+        self.sock.sendmsg([payload], rights)
 
     def receive(self, expected: str, timeout: float | None = 60) -> tuple[dict[str, Any], list[int]]:
         """The next message, which must be ``expected``; an ``error`` message is raised."""
         self.sock.settimeout(timeout)
         try:
-            payload, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+            payload, ancillary, _, _ = self.sock.recvmsg(MAX_MESSAGE, _socket.CMSG_SPACE(MAX_FDS * 4),
+                                                         _socket.MSG_CMSG_CLOEXEC)
         except TimeoutError:
             raise OcitoolError(f"container init did not answer in time (waiting for {expected})") from None
         finally:
             self.sock.settimeout(None)
+        fds = _received_fds(ancillary)
         if not payload:
             raise OcitoolError(f"container init exited unexpectedly (waiting for {expected})")
         message = json.loads(payload)
@@ -64,3 +69,11 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds.extend(struct.unpack(f"{len(data) // 4}i", data[:len(data) - len(data) % 4]))
+    return fds

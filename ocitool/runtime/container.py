@@ -9,23 +9,24 @@ the state directory.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
 from ocitool.runtime import cgroups, hooks, init, namespaces, syscalls, terminal
-from ocitool.runtime.process import prepare_process
+from ocitool.runtime.process import PreparedProcess, prepare_process
 from ocitool.runtime.channel import Channel
 from ocitool.runtime.spec import load_spec, validate_process
 from ocitool.runtime.state import EXEC_FIFO, ContainerState, StateStore, process_start_time
-from ocitool.log import get_logger
+from ocitool.log import get_logger, utc_timestamp
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 STOP_WAIT = 10.0
 log = get_logger(__name__)
@@ -33,23 +34,29 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
                      signal.SIGUSR2, signal.SIGCONT)
 
 
-@dataclass
 class ProcessOptions:
-    """Flags shared by create/run/exec: where the pty goes and what else is passed on."""
+    """Flags shared by create/run/exec: where the pty goes and what else is passed on.
 
-    pid_file: Path | None = None
-    console_socket: str | None = None
-    preserve_fds: int = 0
-    foreground: bool = False     # run/exec without --detach: keep the pty master and relay it
+    ``foreground`` (run/exec without --detach) keeps the pty master to relay it.
+    """
+
+    def __init__(self, pid_file: Path | None = None, console_socket: str | None = None, preserve_fds: int = 0,
+                 foreground: bool = False) -> None:
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.preserve_fds = preserve_fds
+        self.foreground = foreground
 
 
-@dataclass
 class CreateOptions(ProcessOptions):
     """runc's create/run flags."""
 
-    bundle: Path = Path(".")
-    no_pivot: bool = False
-    systemd_cgroup: bool = False
+    def __init__(self, bundle: Path = Path("."), no_pivot: bool = False, systemd_cgroup: bool = False,
+                 **process_options: Any) -> None:
+        super().__init__(**process_options)
+        self.bundle = bundle
+        self.no_pivot = no_pivot
+        self.systemd_cgroup = systemd_cgroup
 
 
 def create(store: StateStore, container_id: str, options: CreateOptions) -> tuple[ContainerState, int | None]:
@@ -57,11 +64,11 @@ def create(store: StateStore, container_id: str, options: CreateOptions) -> tupl
     bundle = options.bundle.absolute()
     spec = load_spec(bundle)
     _check_console(spec["process"], options)
-    _validate_linux(spec)
+    prepared = _prepare(spec, store)
     directory = store.reserve(container_id)
     rootless = os.geteuid() != 0 or namespaces.in_user_namespace()
     state = ContainerState(id=container_id, bundle=str(bundle), rootless=rootless,
-                           created=dt.datetime.now(dt.timezone.utc).isoformat(),
+                           created=utc_timestamp(),
                            annotations=spec.get("annotations") or {})
     linux = spec.get("linux") or {}
     manager = cgroups.cgroup_manager(container_id, linux, rootless=state.rootless, systemd=options.systemd_cgroup)
@@ -74,7 +81,7 @@ def create(store: StateStore, container_id: str, options: CreateOptions) -> tupl
         init_options = init.InitOptions(bundle, directory / EXEC_FIFO, options.no_pivot, options.preserve_fds,
                                         options.foreground)
         new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
-        channel, state.pid = _spawn(manager, lambda ch: init.run_stage_one(ch, spec, init_options),
+        channel, state.pid = _spawn(manager, lambda ch: init.run_stage_one(ch, spec, prepared, init_options),
                                     linux if new_userns else None)
         with contextlib.closing(channel):
             state.pid_start_time = process_start_time(state.pid) or 0
@@ -106,11 +113,12 @@ def _with_default_devices(linux: dict[str, Any]) -> dict[str, Any] | None:
     return resources
 
 
-def _validate_linux(spec: dict[str, Any]) -> None:
-    """Check what the init would refuse later, so a bad config fails before anything exists."""
+def _prepare(spec: dict[str, Any], store: StateStore) -> PreparedProcess:
+    """Check what the init would refuse later, so a bad config fails before anything exists,
+    and compile the process's seccomp filter for the init."""
     linux = spec.get("linux") or {}
-    prepare_process(spec["process"], linux.get("seccomp"))
     namespaces.parse_namespaces(linux)
+    return prepare_process(spec["process"], linux.get("seccomp"), store.seccomp_cache)
 
 
 def _check_console(process: dict[str, Any], options: ProcessOptions) -> None:
@@ -292,7 +300,7 @@ def exec_process(store: StateStore, container_id: str, process: dict[str, Any], 
     if not detach:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     manager = cgroups.manager_from_state(state.cgroup)
-    prepared = prepare_process(process, linux.get("seccomp"))  # loads libseccomp while the host's files are visible
+    prepared = prepare_process(process, linux.get("seccomp"), store.seccomp_cache)
     channel, pid = _spawn(manager, lambda ch: init.run_exec(ch, state.pid, kinds, prepared, options.preserve_fds),
                           None)
     with contextlib.closing(channel):

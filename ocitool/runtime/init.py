@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
 
 # Codecs Python imports lazily: after pivot_root the host's standard library is out of reach.
 import encodings.ascii  # noqa: F401
@@ -25,19 +22,33 @@ from ocitool.errors import OcitoolError
 from ocitool.runtime import hooks, mounts, namespaces, process, syscalls, terminal
 from ocitool.runtime.channel import Channel
 
+DEBUG = bool(os.environ.get("OCITOOL_RUNTIME_DEBUG"))
+if DEBUG:  # for tracebacks in _report, imported now: after pivot_root the host's library is out of reach
+    import traceback
 
-@dataclass(frozen=True)
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+
 class InitOptions:
-    """What stage two needs to know beyond config.json."""
+    """What stage two needs to know beyond config.json: the bundle, ``fifo`` (exec.fifo, on
+    which stage two blocks until ``start``), the runtime's flags, and ``die_with_runtime``
+    for a foreground run, whose container must not outlive the runtime."""
 
-    bundle: Path
-    fifo: Path                # exec.fifo: stage two blocks on it until ``start``
-    no_pivot: bool
-    preserve_fds: int
-    die_with_runtime: bool = False  # foreground run: the container must not outlive the runtime
+    __slots__ = ("bundle", "fifo", "no_pivot", "preserve_fds", "die_with_runtime")
+
+    def __init__(self, bundle: Path, fifo: Path, no_pivot: bool, preserve_fds: int,
+                 die_with_runtime: bool = False) -> None:
+        self.bundle = bundle
+        self.fifo = fifo
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.die_with_runtime = die_with_runtime
 
 
-def run_stage_one(channel: Channel, spec: dict[str, Any], options: InitOptions) -> NoReturn:
+def run_stage_one(channel: Channel, spec: dict[str, Any], prepared: process.PreparedProcess,
+                  options: InitOptions) -> NoReturn:
     """Stage one: namespaces, then fork PID 1 and report its pid."""
     try:
         channel.receive("go")
@@ -52,22 +63,21 @@ def run_stage_one(channel: Channel, spec: dict[str, Any], options: InitOptions) 
         syscalls.unshare(namespaces.unshare_flags(spaces) & ~syscalls.CLONE_NEWUSER)
         pid = os.fork()
         if pid == 0:
-            run_stage_two(channel, spec, options, in_user_namespace=namespaces.in_user_namespace())
+            run_stage_two(channel, spec, prepared, options, in_user_namespace=namespaces.in_user_namespace())
         channel.send("pid", pid=pid)
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - everything must reach the runtime
         _report(channel, exc)
 
 
-def run_stage_two(channel: Channel, spec: dict[str, Any], options: InitOptions,
-                  in_user_namespace: bool) -> NoReturn:
+def run_stage_two(channel: Channel, spec: dict[str, Any], prepared: process.PreparedProcess,
+                  options: InitOptions, in_user_namespace: bool) -> NoReturn:
     """Stage two (PID 1): rootfs, hooks, terminal, wait for start, exec."""
     try:
         channel.receive("setup")
         os.setsid()
         proc = spec["process"]
         rootfs = (options.bundle / spec["root"]["path"]).resolve()
-        prepared = process.prepare_process(proc, (spec.get("linux") or {}).get("seccomp"))
         mounts.prepare_rootfs(spec, options.bundle)
         fifo = os.open(options.fifo, os.O_RDWR | os.O_CLOEXEC)  # before pivot_root hides it
         channel.send("mounted")
@@ -75,6 +85,7 @@ def run_stage_two(channel: Channel, spec: dict[str, Any], options: InitOptions,
         if options.die_with_runtime:
             _die_with_runtime()
         hooks.run_hooks(spec, "createContainer", message["state"])
+        hooks.load_for_container(spec)
         mounts.enter_rootfs(rootfs, options.no_pivot)
         mounts.finish_rootfs(spec)
         _set_names(spec)
@@ -152,7 +163,7 @@ def _set_up_terminal(channel: Channel) -> None:
 def _report(channel: Channel, exc: BaseException) -> NoReturn:
     """Tell the runtime what failed (or, once it stopped listening, say it on stderr) and exit."""
     message = str(exc) if isinstance(exc, OcitoolError) else f"container init failed: {exc!r}"
-    if os.environ.get("OCITOOL_RUNTIME_DEBUG"):
+    if DEBUG:
         traceback.print_exc()
     code = exc.exit_code if isinstance(exc, process.ExecutableError) else 1
     try:

@@ -22,15 +22,17 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from ocitool import securepath
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
 from ocitool.runtime import syscalls as sc
 from ocitool.runtime.namespaces import parse_namespaces
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 # option -> (MS_* flag, whether the option clears it); the kernel's names, as mount(8).
 _FLAG_OPTIONS = {
@@ -98,17 +100,20 @@ class MountError(OcitoolError):
     """The kernel refused a mount the config asks for."""
 
 
-@dataclass(frozen=True)
 class Device:
     """A device node to create in the container (a ``linux.devices`` entry)."""
 
-    path: str
-    type: str  # c, u (unbuffered char), b or p (fifo)
-    major: int
-    minor: int
-    mode: int = 0o666
-    uid: int = 0
-    gid: int = 0
+    __slots__ = ("path", "type", "major", "minor", "mode", "uid", "gid")
+
+    def __init__(self, path: str, type: str, major: int, minor: int, mode: int = 0o666, uid: int = 0,
+                 gid: int = 0) -> None:
+        self.path = path
+        self.type = type  # c, u (unbuffered char), b or p (fifo)
+        self.major = major
+        self.minor = minor
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
 
 
 # What every container gets when its /dev is a fresh tmpfs (runtime-spec "Default Devices").
@@ -121,33 +126,53 @@ _DEV_LINKS = (("/dev/fd", "/proc/self/fd"), ("/dev/stdin", "/proc/self/fd/0"),
 _DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 
 
-@dataclass
 class _Options:
     """A mount's ``options``, sorted into what each system call takes."""
 
-    flags: int = 0
-    propagation: list[int] = field(default_factory=list)
-    attr_set: int = 0
-    attr_clr: int = 0
-    data: list[str] = field(default_factory=list)
+    __slots__ = ("flags", "propagation", "attr_set", "attr_clr", "data")
+
+    def __init__(self, flags: int = 0, propagation: list[int] | None = None, attr_set: int = 0, attr_clr: int = 0,
+                 data: list[str] | None = None) -> None:
+        self.flags = flags  # MS_* for mount(2)
+        self.propagation: list[int] = [] if propagation is None else propagation  # one mount(2) each
+        self.attr_set = attr_set  # MOUNT_ATTR_* for mount_setattr(2)
+        self.attr_clr = attr_clr
+        self.data: list[str] = [] if data is None else data  # the file system's own options
+
+    def with_flags(self, flags: int) -> _Options:
+        """A copy with ``flags`` in place of these."""
+        return _Options(flags, self.propagation, self.attr_set, self.attr_clr, self.data)
 
 
-@dataclass(frozen=True)
 class _Mount:
-    where: str  # "mounts[3]", for messages
-    destination: str
-    type: str
-    source: str
-    options: _Options
+    """A checked ``mounts`` entry."""
+
+    __slots__ = ("where", "destination", "type", "source", "options")
+
+    def __init__(self, where: str, destination: str, type: str, source: str, options: _Options) -> None:
+        self.where = where  # "mounts[3]", for messages
+        self.destination = destination
+        self.type = type
+        self.source = source
+        self.options = options
 
     @property
     def bind(self) -> bool:
         return self.type == "bind" or bool(self.options.flags & sc.MS_BIND)
 
+    def with_flags(self, flags: int) -> _Mount:
+        """A copy whose options have ``flags`` in place of these."""
+        return _Mount(self.where, self.destination, self.type, self.source, self.options.with_flags(flags))
 
-class _Target(NamedTuple):
-    fd: int  # O_PATH descriptor of the mount point
-    proc: str  # /proc/self/fd/<fd>: what to hand to mount(2)
+
+class _Target:
+    """A mount point opened inside the rootfs."""
+
+    __slots__ = ("fd", "proc")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd  # O_PATH descriptor of the mount point
+        self.proc = f"/proc/self/fd/{fd}"  # what to hand to mount(2)
 
 
 def prepare_rootfs(spec: dict[str, Any], bundle: Path) -> None:
@@ -207,7 +232,7 @@ def _make_mounts(root_fd: int, bundle: Path, mounts: list[_Mount], devices: list
 
 
 def _without_rdonly(mount: _Mount) -> _Mount:
-    return replace(mount, options=replace(mount.options, flags=mount.options.flags & ~sc.MS_RDONLY))
+    return mount.with_flags(mount.options.flags & ~sc.MS_RDONLY)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -415,7 +440,7 @@ def _target(root_fd: int, mount: _Mount, create: str | None = None) -> Iterator[
                                f"(now {os.readlink(f'/proc/self/fd/{fd}')})") from None
         if create is not None:
             _check_proc_target(mount, path)
-        yield _Target(fd, f"/proc/self/fd/{fd}")
+        yield _Target(fd)
     finally:
         os.close(fd)
 

@@ -13,16 +13,16 @@ import errno
 import fcntl
 import os
 import pwd
-import shutil
-import subprocess
-from pathlib import Path
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
 from ocitool.runtime import syscalls
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 NAMESPACE_FLAGS = {
     "pid": syscalls.CLONE_NEWPID,
@@ -42,12 +42,22 @@ _NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: its CLONE_NEW* type
 _UINT32 = 1 << 32
 
 
-@dataclass(frozen=True)
 class Namespace:
     """One ``linux.namespaces`` entry: its type, and the namespace file to join, if any."""
 
-    type: str
-    path: str | None = None
+    __slots__ = ("type", "path")
+
+    def __init__(self, type: str, path: str | None = None) -> None:
+        self.type = type
+        self.path = path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Namespace):
+            return NotImplemented
+        return (self.type, self.path) == (other.type, other.path)
+
+    def __repr__(self) -> str:
+        return f"Namespace(type={self.type!r}, path={self.path!r})"
 
     @property
     def flag(self) -> int:
@@ -55,13 +65,23 @@ class Namespace:
         return NAMESPACE_FLAGS[self.type]
 
 
-@dataclass(frozen=True)
 class IdMapping:
     """A range of ``size`` ids starting at ``container_id`` inside, ``host_id`` outside."""
 
-    container_id: int
-    host_id: int
-    size: int
+    __slots__ = ("container_id", "host_id", "size")
+
+    def __init__(self, container_id: int, host_id: int, size: int) -> None:
+        self.container_id = container_id
+        self.host_id = host_id
+        self.size = size
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IdMapping):
+            return NotImplemented
+        return (self.container_id, self.host_id, self.size) == (other.container_id, other.host_id, other.size)
+
+    def __repr__(self) -> str:
+        return f"IdMapping(container_id={self.container_id}, host_id={self.host_id}, size={self.size})"
 
     def line(self) -> str:
         """The mapping as a line of ``/proc/<pid>/uid_map``."""
@@ -250,6 +270,9 @@ def _write_proc(pid: int, name: str, data: str) -> None:
 
 def _run_id_helper(pid: int, kind: str, mappings: list[IdMapping], own_id: int) -> None:
     """Map through ``newuidmap``/``newgidmap``, after checking they exist and may do it."""
+    import shutil  # with subprocess ~6 ms to import: only rootless containers mapping several ids need them
+    import subprocess
+
     helper, where = f"new{kind}map", f"linux.{kind}Mappings"
     program = shutil.which(helper)
     if program is None:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
 from ocitool.runtime import capabilities, seccomp, syscalls
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -80,21 +82,25 @@ def set_oom_score_adj(value: int | None) -> None:
         Path("/proc/self/oom_score_adj").write_text(str(value))
 
 
-@dataclass(frozen=True)
 class PreparedProcess:
-    """A process config parsed while the host's files are visible (libseccomp, /proc)."""
+    """A process config parsed, and its seccomp filter compiled, by the runtime before the
+    container exists (while the host's files, libseccomp and /proc, are visible)."""
 
-    config: dict[str, Any]
-    capabilities: capabilities.CapabilitySets
-    seccomp: seccomp.SeccompFilter | None
-    labels: list[tuple[str, str]]  # (/proc/self/attr file, value) for the LSMs this host runs
+    __slots__ = ("config", "capabilities", "seccomp", "labels")
+
+    def __init__(self, config: dict[str, Any], capabilities: capabilities.CapabilitySets,
+                 seccomp: seccomp.CompiledFilter | None, labels: list[tuple[str, str]]) -> None:
+        self.config = config
+        self.capabilities = capabilities
+        self.seccomp = seccomp
+        self.labels = labels  # (/proc/self/attr file, value) for the LSMs this host runs
 
 
-def prepare_process(config: dict[str, Any], seccomp_config: dict[str, Any] | None) -> PreparedProcess:
-    """Validate capabilities and seccomp (errors name the field) and load libseccomp if needed."""
-    seccomp_filter = seccomp.parse_seccomp(seccomp_config) if seccomp_config is not None else None
-    if seccomp_filter is not None:
-        seccomp.require_library()
+def prepare_process(config: dict[str, Any], seccomp_config: dict[str, Any] | None,
+                    seccomp_cache: str | None = None) -> PreparedProcess:
+    """Validate capabilities and seccomp (errors name the field) and compile the seccomp filter,
+    reusing a program compiled before from the ``seccomp_cache`` directory."""
+    seccomp_filter = seccomp.compile_filter(seccomp_config, seccomp_cache) if seccomp_config is not None else None
     return PreparedProcess(config, capabilities.parse_capabilities(config.get("capabilities")), seccomp_filter,
                            _security_labels(config))
 
@@ -131,7 +137,7 @@ def become_process(prepared: PreparedProcess, preserve_fds: int, in_user_namespa
     config, caps, seccomp_filter = prepared.config, prepared.capabilities, prepared.seccomp
     no_new_privs = config.get("noNewPrivileges", False)
     if seccomp_filter and not no_new_privs:
-        seccomp.install_filter(seccomp_filter)
+        seccomp.load_filter(seccomp_filter)
     _close_extra_fds(preserve_fds)
     capabilities.drop_bounding(caps)
     capabilities.keep_caps_for_setuid(True)
@@ -143,7 +149,7 @@ def become_process(prepared: PreparedProcess, preserve_fds: int, in_user_namespa
     if no_new_privs:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
         if seccomp_filter:
-            seccomp.install_filter(seccomp_filter)
+            seccomp.load_filter(seccomp_filter)
 
 
 def _set_user(user: dict[str, Any], in_user_namespace: bool) -> None:

@@ -1,17 +1,28 @@
 """The container process's seccomp filter: ``linux.seccomp`` compiled with libseccomp.
 
-libseccomp (``libseccomp.so.2``, which runc and crun depend on too) is used through
-ctypes; it is only needed when a config has a ``linux.seccomp`` object.
+Two steps, so that the slow one can run once, outside the container:
+
+- ``compile_filter`` validates the config and has libseccomp (``libseccomp.so.2``, which
+  runc and crun depend on too; used through ctypes) build the BPF program, without loading
+  it. With a cache directory it keeps the program there (see below) and reuses it.
+- ``load_filter`` installs a compiled program with the seccomp(2) syscall; it needs no
+  libseccomp, so a container's init can run it after pivot_root.
 
 Ordering for the container's init (as runc's ``standard_init_linux``): the filter governs
 every syscall after it is loaded, so load it as late as possible, but
 
 - with ``process.noNewPrivileges``: set PR_SET_NO_NEW_PRIVS, drop capabilities, then call
-  ``load_seccomp`` just before execve;
+  ``load_filter`` just before execve;
 - without it, the kernel only lets a process holding CAP_SYS_ADMIN install a filter, so
-  call ``load_seccomp`` before dropping capabilities (before ``drop_bounding``/setuid).
+  call ``load_filter`` before dropping capabilities (before ``drop_bounding``/setuid).
 
 The filter never sets no_new_privs itself: that is ``process.noNewPrivileges``' job.
+
+The cache holds one file per compiled filter, named by the sha256 of a canonical JSON of
+everything the program depends on (the config, libseccomp's version and native
+architecture, the kernel release, whose features libseccomp checks, and
+``_CACHE_FORMAT``). A file is the program followed by its own sha256, so a damaged one
+reads as a miss. Only a directory owned by our euid and writable by no one else is used.
 """
 
 from __future__ import annotations
@@ -21,13 +32,17 @@ import errno
 import functools
 import json
 import os
-import platform
-from dataclasses import dataclass
 from pathlib import Path
 
 from ocitool.errors import OcitoolError
+from ocitool.fsutil import atomic_write
 from ocitool.runtime.capabilities import CAPABILITIES
 from ocitool.log import get_logger
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 log = get_logger(__name__)
 
@@ -67,20 +82,30 @@ _ARCHS = {
     "SCMP_ARCH_M68K": "m68k", "SCMP_ARCH_SH": "sh", "SCMP_ARCH_SHEB": "sheb",
 }
 
-# The spec's filter flags, each with the libseccomp filter attribute that sets it.
+# The spec's filter flags: the libseccomp filter attribute that sets each, and the
+# seccomp(2) flags libseccomp then loads with (include/uapi/linux/seccomp.h). TSYNC comes
+# with TSYNC_ESRCH (kernel >= 5.7) as libseccomp >= 2.5 adds it; WAIT_KILLABLE_RECV only
+# applies with a notify listener, which ocitool never asks for, so libseccomp passes none.
 _FLAGS = {
-    "SECCOMP_FILTER_FLAG_TSYNC": 4,               # SCMP_FLTATR_CTL_TSYNC
-    "SECCOMP_FILTER_FLAG_LOG": 6,                 # SCMP_FLTATR_CTL_LOG
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 7,          # SCMP_FLTATR_CTL_SSB
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 10,  # SCMP_FLTATR_CTL_WAITKILL
+    "SECCOMP_FILTER_FLAG_TSYNC": (4, 0x01 | 0x10),     # SCMP_FLTATR_CTL_TSYNC
+    "SECCOMP_FILTER_FLAG_LOG": (6, 0x02),              # SCMP_FLTATR_CTL_LOG
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": (7, 0x04),       # SCMP_FLTATR_CTL_SSB
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": (10, 0),  # SCMP_FLTATR_CTL_WAITKILL
 }
-_ATTR_CTL_NNP = 3
 _ATTR_CTL_OPTIMIZE = 8
-_ATTR_API_SYSRAWRC = 9
 _NR_SCMP_ERROR = -1
 _MAX_ARGS = 6
 # libseccomp <= 2.5.4 mis-builds a binary tree for an empty filter; runc uses the same bound.
 _BINARY_TREE_MIN_RULES = 32
+
+_SECCOMP_SET_MODE_FILTER = 1
+# seccomp(2)'s number; ``syscalls._SYSCALL_NUMBERS`` is where it belongs.
+_NR_SECCOMP = {"x86_64": 317, "aarch64": 277}
+_BPF_INSN_SIZE = 8  # struct sock_filter
+_BPF_MAXINSNS = 4096  # the kernel's limit on a program's length
+
+_CACHE_FORMAT = 1  # bump when the cache file's layout or key changes
+_DIGEST_SIZE = 32  # sha256
 
 
 class _ArgCmp(ctypes.Structure):
@@ -96,43 +121,61 @@ class _Version(ctypes.Structure):
     _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
 
 
-@dataclass(frozen=True)
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog: a BPF program for seccomp(2)."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 class Rule:
     """One syscall's rule; ``field`` names its place in the config for errors."""
 
-    field: str
-    syscall: str
-    action: int
-    args: tuple[tuple[int, int, int, int], ...]  # (index, operator, value, valueTwo)
+    __slots__ = ("field", "syscall", "action", "args")
+
+    def __init__(self, field: str, syscall: str, action: int,
+                 args: tuple[tuple[int, int, int, int], ...]) -> None:
+        self.field, self.syscall, self.action = field, syscall, action
+        self.args = args  # (index, operator, value, valueTwo)
 
 
-@dataclass(frozen=True)
 class SeccompFilter:
     """A validated ``linux.seccomp``: libseccomp values, syscalls still by name."""
 
-    default_action: int
-    architectures: tuple[str, ...]
-    flags: tuple[str, ...]
-    rules: tuple[Rule, ...]
+    __slots__ = ("default_action", "architectures", "flags", "rules")
+
+    def __init__(self, default_action: int, architectures: tuple[str, ...], flags: tuple[str, ...],
+                 rules: tuple[Rule, ...]) -> None:
+        self.default_action, self.architectures = default_action, architectures
+        self.flags, self.rules = flags, rules
+
+
+class CompiledFilter:
+    """A filter ready for seccomp(2): ``program`` is the BPF (``struct sock_filter`` array,
+    8 bytes an instruction) and ``flags`` the SECCOMP_FILTER_FLAG_* bits to load it with."""
+
+    __slots__ = ("program", "flags")
+
+    def __init__(self, program: bytes, flags: int) -> None:
+        self.program, self.flags = program, flags
 
 
 def known_actions() -> list[str]:
-    """The seccomp actions ``load_seccomp`` accepts (for ``features``)."""
+    """The seccomp actions ``compile_filter`` accepts (for ``features``)."""
     return sorted(_ACTIONS)
 
 
 def known_operators() -> list[str]:
-    """The argument comparison operators ``load_seccomp`` accepts."""
+    """The argument comparison operators ``compile_filter`` accepts."""
     return sorted(_OPERATORS)
 
 
 def known_archs() -> list[str]:
-    """The architecture names ``load_seccomp`` knows (libseccomp may support fewer)."""
+    """The architecture names ``compile_filter`` knows (libseccomp may support fewer)."""
     return sorted(_ARCHS)
 
 
 def known_flags() -> list[str]:
-    """The seccomp filter flags ``load_seccomp`` knows."""
+    """The seccomp filter flags ``compile_filter`` knows."""
     return sorted(_FLAGS)
 
 
@@ -159,14 +202,32 @@ def parse_seccomp(config: dict) -> SeccompFilter:
     return SeccompFilter(default, architectures, flags, rules)
 
 
-def load_seccomp(config: dict | None) -> None:
-    """Install the ``linux.seccomp`` filter on this process (nothing when ``config`` is None).
+def compile_filter(seccomp: dict, cache_dir: str | os.PathLike[str] | None) -> CompiledFilter:
+    """Validate ``linux.seccomp`` and build its BPF program with libseccomp, without loading it.
 
     Syscalls libseccomp does not know are skipped, as runc does, so one profile serves
-    older and newer systems. See the module docstring for when the init must call this.
+    older and newer systems. With ``cache_dir`` (see the module docstring) a program built
+    before is read back instead (building Docker's default profile takes ~15 ms) and a new
+    one is stored; a cache that cannot be used or written costs only the build.
     """
-    if config is not None:
-        install_filter(parse_seccomp(config))
+    spec = parse_seccomp(seccomp)
+    return CompiledFilter(_program(seccomp, spec, cache_dir), _load_flags(spec))
+
+
+def load_filter(compiled: CompiledFilter) -> None:
+    """Install ``compiled`` on this process with seccomp(2); libseccomp is not needed.
+
+    Like libseccomp's load with the attributes ocitool sets, this leaves no_new_privs
+    alone, so see the module docstring for when the init must call it.
+    """
+    buffer = ctypes.create_string_buffer(compiled.program, len(compiled.program))
+    fprog = _SockFprog(len(compiled.program) // _BPF_INSN_SIZE, ctypes.addressof(buffer))
+    err = _seccomp_set_mode_filter(compiled.flags, fprog)
+    if err:
+        hint = ""
+        if err == errno.EACCES:
+            hint = " (without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN)"
+        raise OcitoolError(f"linux.seccomp: cannot load the filter: {os.strerror(err)}{hint}")
 
 
 def require_library() -> ctypes.CDLL:
@@ -175,22 +236,6 @@ def require_library() -> ctypes.CDLL:
     if lib is None:
         raise OcitoolError("linux.seccomp: libseccomp.so.2 is not installed (install libseccomp2)")
     return lib
-
-
-def install_filter(spec: SeccompFilter) -> None:
-    """Build the parsed filter with libseccomp and load it into the kernel for this process."""
-    lib = require_library()
-    ctx = lib.seccomp_init(spec.default_action)
-    if not ctx:
-        raise OcitoolError("linux.seccomp.defaultAction: not supported by libseccomp or the kernel")
-    try:
-        _set_attributes(lib, ctx, spec)
-        for rule in spec.rules:
-            if rule.action != spec.default_action:  # redundant, and libseccomp refuses it
-                _add_rule(lib, ctx, rule)
-        _load(lib, ctx)
-    finally:
-        lib.seccomp_release(ctx)
 
 
 def default_profile(capabilities: set[int] | frozenset[int]) -> dict:
@@ -202,7 +247,7 @@ def default_profile(capabilities: set[int] | frozenset[int]) -> dict:
     is always allowed).
     """
     profile = json.loads(DOCKER_DEFAULT_PROFILE.read_text(encoding="utf-8"))
-    machine = platform.machine()
+    machine = os.uname().machine  # what platform.machine() reads, without importing platform
     allowed = set(profile["allow"]) | set(profile["allowOnMachine"].get(machine, ()))
     for name, syscalls in profile["allowWithCapability"].items():
         if CAPABILITIES[name] in capabilities:
@@ -309,7 +354,8 @@ def _libseccomp() -> ctypes.CDLL | None:
         "seccomp_arch_add": (c_int, [ctx, u32]),
         "seccomp_syscall_resolve_name": (c_int, [c_str]),
         "seccomp_rule_add_array": (c_int, [ctx, u32, c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]),
-        "seccomp_load": (c_int, [ctx]),
+        "seccomp_export_bpf": (c_int, [ctx, c_int]),
+        "seccomp_arch_native": (u32, []),
         "seccomp_version": (ctypes.POINTER(_Version), []),
     }
     for name, (restype, argtypes) in prototypes.items():
@@ -325,10 +371,6 @@ def _version(lib: ctypes.CDLL) -> str:
 
 def _set_attributes(lib: ctypes.CDLL, ctx: int, spec: SeccompFilter) -> None:
     """Architectures, flags and the attributes ocitool always wants."""
-    # The caller sets no_new_privs from process.noNewPrivileges; libseccomp would force it.
-    lib.seccomp_attr_set(ctx, _ATTR_CTL_NNP, 0)
-    # Report the kernel's errno from seccomp_load (libseccomp >= 2.5.2; else -ECANCELED).
-    lib.seccomp_attr_set(ctx, _ATTR_API_SYSRAWRC, 1)
     if len(spec.rules) > _BINARY_TREE_MIN_RULES:
         lib.seccomp_attr_set(ctx, _ATTR_CTL_OPTIMIZE, 2)
     for index, arch in enumerate(spec.architectures):
@@ -338,7 +380,7 @@ def _set_attributes(lib: ctypes.CDLL, ctx: int, spec: SeccompFilter) -> None:
             raise OcitoolError(f"linux.seccomp.architectures[{index}]: {arch} is not supported "
                                f"by libseccomp {_version(lib)}")
     for index, flag in enumerate(spec.flags):
-        if lib.seccomp_attr_set(ctx, _FLAGS[flag], 1) != 0:
+        if lib.seccomp_attr_set(ctx, _FLAGS[flag][0], 1) != 0:
             raise OcitoolError(f"linux.seccomp.flags[{index}]: {flag} is not supported by "
                                f"libseccomp {_version(lib)} or the kernel")
 
@@ -364,11 +406,143 @@ def _add_rule(lib: ctypes.CDLL, ctx: int, rule: Rule) -> None:
                                f"{os.strerror(-rc)}")
 
 
-def _load(lib: ctypes.CDLL, ctx: int) -> None:
-    rc = lib.seccomp_load(ctx)
-    if rc == 0:
-        return
-    hint = ""
-    if -rc in (errno.EACCES, errno.EPERM, errno.ECANCELED):
-        hint = " (without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN)"
-    raise OcitoolError(f"linux.seccomp: cannot load the filter: {os.strerror(-rc)}{hint}")
+def _build_program(spec: SeccompFilter) -> bytes:
+    """``spec`` built into a BPF program by libseccomp."""
+    lib = require_library()
+    ctx = lib.seccomp_init(spec.default_action)
+    if not ctx:
+        raise OcitoolError("linux.seccomp.defaultAction: not supported by libseccomp or the kernel")
+    try:
+        _set_attributes(lib, ctx, spec)
+        for rule in spec.rules:
+            if rule.action != spec.default_action:  # redundant, and libseccomp refuses it
+                _add_rule(lib, ctx, rule)
+        return _export(lib, ctx)
+    finally:
+        lib.seccomp_release(ctx)
+
+
+def _export(lib: ctypes.CDLL, ctx: int) -> bytes:
+    """The BPF program of ``ctx``, which libseccomp can only write to an fd: a memfd here."""
+    fd = os.memfd_create("ocitool-seccomp", os.MFD_CLOEXEC)
+    try:
+        rc = lib.seccomp_export_bpf(ctx, fd)
+        if rc != 0:
+            raise OcitoolError(f"linux.seccomp: cannot build the filter: {os.strerror(-rc)}")
+        return os.pread(fd, os.fstat(fd).st_size, 0)
+    finally:
+        os.close(fd)
+
+
+def _load_flags(spec: SeccompFilter) -> int:
+    """The seccomp(2) flags libseccomp would load ``spec`` with."""
+    flags = 0
+    for name in spec.flags:
+        flags |= _FLAGS[name][1]
+    return flags
+
+
+def _seccomp_set_mode_filter(flags: int, fprog: _SockFprog) -> int:
+    """Call seccomp(SECCOMP_SET_MODE_FILTER, flags, fprog); 0 or the errno."""
+    number = _NR_SECCOMP.get(os.uname().machine)
+    if number is None:
+        return errno.ENOSYS
+    libc = ctypes.CDLL(None, use_errno=True)  # dlopen(NULL) needs no file: fine after pivot_root
+    libc.syscall.restype = ctypes.c_long
+    rc = libc.syscall(ctypes.c_long(number), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+                      ctypes.c_uint(flags), ctypes.byref(fprog))
+    return ctypes.get_errno() if rc != 0 else 0
+
+
+def _program(config: dict, spec: SeccompFilter, cache_dir: str | os.PathLike[str] | None) -> bytes:
+    """``spec``'s BPF program: from the cache when it holds one, else built (and stored)."""
+    directory = None if cache_dir is None else _open_cache(cache_dir)
+    if directory is None:
+        return _build_program(spec)
+    try:
+        name = _cache_name(config)
+        program = _read_entry(directory, name)
+        if program is None:
+            program = _build_program(spec)
+            _write_entry(directory, name, program)
+        return program
+    finally:
+        os.close(directory)
+
+
+def _open_cache(cache_dir: str | os.PathLike[str]) -> int | None:
+    """An fd of ``cache_dir`` (made 0700 if missing) when it can be trusted, else None.
+
+    A program planted there would become a container's filter, so only our euid may be
+    able to write there; using the fd keeps to the directory that was checked.
+    """
+    try:
+        os.makedirs(cache_dir, 0o700, exist_ok=True)
+        fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        log.debug("seccomp: cache %s not usable: %s", cache_dir, exc)
+        return None
+    info = os.fstat(fd)
+    if info.st_uid == os.geteuid() and not info.st_mode & 0o022:
+        return fd
+    os.close(fd)
+    log.warning("seccomp: cache %s not used: it must belong to uid %d and be writable by no one else",
+                cache_dir, os.geteuid())
+    return None
+
+
+def _cache_name(config: dict) -> str:
+    """The cache file for ``config``: the sha256 of all that its program depends on."""
+    lib = require_library()
+    identity = {"format": _CACHE_FORMAT, "seccomp": config, "libseccomp": _version(lib),
+                "arch": lib.seccomp_arch_native(), "kernel": os.uname().release}
+    return _sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hex()
+
+
+def _read_entry(directory: int, name: str) -> bytes | None:
+    """The program in cache file ``name``, or None when it is missing or damaged."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+        try:
+            data = os.read(fd, _BPF_MAXINSNS * _BPF_INSN_SIZE + _DIGEST_SIZE + 1)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.debug("seccomp: cache file %s unreadable: %s", name, exc)
+        return None
+    program, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
+    if program and len(program) % _BPF_INSN_SIZE == 0 and _sha256(program) == digest:
+        return program
+    log.debug("seccomp: cache file %s is damaged", name)
+    return None
+
+
+def _write_entry(directory: int, name: str, program: bytes) -> None:
+    """Store ``program`` and its digest as cache file ``name``, atomically (not durably:
+    a file damaged by a crash reads as a miss)."""
+    try:  # through /proc/self/fd, so that the file lands in the directory that was checked
+        atomic_write(Path(f"/proc/self/fd/{directory}/{name}"), program + _sha256(program), 0o600,
+                     durable=False)
+    except OSError as exc:
+        log.debug("seccomp: cannot cache the filter: %s", exc)
+
+
+def _sha256(data: bytes) -> bytes:
+    """The sha256 digest of ``data``."""
+    return _sha256_constructor()(data).digest()
+
+
+@functools.cache
+def _sha256_constructor() -> Callable[[bytes], Any]:
+    """CPython's built-in sha256 (``_sha2`` from 3.12, ``_sha256`` before) when it has one:
+    ``hashlib`` would load OpenSSL, ~4 ms of a container's start."""
+    for module in ("_sha2", "_sha256"):
+        try:
+            return __import__(module).sha256
+        except ImportError:
+            continue
+    import hashlib
+
+    return hashlib.sha256

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2"
 STATE_FILE = "state.json"
@@ -29,18 +30,26 @@ class ContainerNotFound(OcitoolError):
     """No container with that id in the state directory."""
 
 
-@dataclass
 class ContainerState:
     """What the runtime remembers of a container between commands."""
 
-    id: str
-    bundle: str
-    pid: int = 0
-    pid_start_time: int = 0
-    created: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    rootless: bool = False
-    cgroup: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("id", "bundle", "pid", "pid_start_time", "created", "annotations", "rootless", "cgroup")
+
+    def __init__(self, id: str, bundle: str, pid: int = 0, pid_start_time: int = 0, created: str = "",
+                 annotations: dict[str, str] | None = None, rootless: bool = False,
+                 cgroup: dict[str, Any] | None = None) -> None:
+        self.id = id
+        self.bundle = bundle
+        self.pid = pid
+        self.pid_start_time = pid_start_time
+        self.created = created
+        self.annotations: dict[str, str] = {} if annotations is None else annotations
+        self.rootless = rootless
+        self.cgroup: dict[str, Any] = {} if cgroup is None else cgroup
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as state.json holds them (what ``ContainerState(**document)`` reads back)."""
+        return {name: getattr(self, name) for name in self.__slots__}
 
     def oci_state(self, status: str) -> dict[str, Any]:
         """The runtime-spec state document (what ``state`` prints and hooks read on stdin)."""
@@ -79,10 +88,12 @@ def process_start_time(pid: int) -> int | None:
 
 
 class StateStore:
-    """The state directory: one subdirectory per container."""
+    """The state directory: one subdirectory per container, and ``.seccomp-cache`` with the
+    seccomp programs compiled for them (see :mod:`ocitool.runtime.seccomp`)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.seccomp_cache = str(self.root / ".seccomp-cache")
 
     def directory(self, container_id: str) -> Path:
         return self.root / validate_id(container_id)
@@ -99,7 +110,7 @@ class StateStore:
 
     def save(self, state: ContainerState) -> None:
         """Write state.json atomically."""
-        atomic_write(self.directory(state.id) / STATE_FILE, json.dumps(asdict(state), indent=2).encode(), 0o600,
+        atomic_write(self.directory(state.id) / STATE_FILE, json.dumps(state.to_dict(), indent=2).encode(), 0o600,
                      durable=False)  # /run is a tmpfs; a rename is all a reader needs
 
     def load(self, container_id: str) -> ContainerState:
@@ -112,6 +123,8 @@ class StateStore:
             raise OcitoolError(f"state of container {container_id} is corrupt ({path}): {exc}") from None
 
     def remove(self, container_id: str) -> None:
+        import shutil  # ~2 ms to import: only delete needs it
+
         shutil.rmtree(self.directory(container_id), ignore_errors=True)
 
     def ids(self) -> list[str]:

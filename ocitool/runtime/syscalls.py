@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 # glibc by its soname: find_library would run ldconfig, costing milliseconds on every start.
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -79,10 +78,11 @@ def _check(result: int, name: str) -> int:
 
 def syscall_number(name: str) -> int:
     """This architecture's number for a syscall libc may not wrap."""
+    machine = os.uname().machine  # what platform.machine() reads, without importing platform
     try:
-        return _SYSCALL_NUMBERS[platform.machine()][name]
+        return _SYSCALL_NUMBERS[machine][name]
     except KeyError:
-        raise OSError(38, f"{name}: unsupported architecture {platform.machine()}") from None
+        raise OSError(38, f"{name}: unsupported architecture {machine}") from None
 
 
 def raw_syscall(name: str, *args: int | bytes | ctypes.c_void_p) -> int:

@@ -12,7 +12,6 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import sys
 import termios
 import tty
@@ -39,6 +38,8 @@ def make_controlling_terminal(slave: int) -> None:
 
 def send_to_console_socket(path: str, master: int) -> None:
     """Hand the pty master to the process listening on the unix socket ``path``."""
+    import socket  # ~4 ms to import: only with --console-socket
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(path)
