@@ -133,9 +133,10 @@ def entries(directory: Path) -> list[str]:
 
 
 def check_ocitool_clean(root: Path) -> None:
-    """After ``run --rm``: no run directory and no runtime state left under ``root``."""
+    """After ``run --rm``: no run directory and no runtime state (the seccomp cache aside) left under ``root``."""
     left = [f"containers/{n}" for n in entries(root / "containers")]
-    left += [f"runtime/{n}" for n in entries(root / "runtime") if (root / "runtime" / n).is_dir()]
+    left += [f"runtime/{n}" for n in entries(root / "runtime")
+             if (root / "runtime" / n).is_dir() and n != ".seccomp-cache"]
     if left:
         raise RuntimeError(f"ocitool run --rm left {left} under {root}")
     if not entries(root / "rootfs"):

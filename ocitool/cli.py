@@ -5,40 +5,49 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ocitool import __version__, log
 from ocitool.cli_common import run_guarded
-from ocitool.config import Config, default_root, load_config
+from ocitool.config import default_root, load_config
 from ocitool.errors import OcitoolError, UsageError
 from ocitool.image import inspect as image_views
 from ocitool.image.manifest import decode_manifest
-from ocitool.image.platform import Platform, parse_platform
 from ocitool.image.access import AccessOptions
-from ocitool.image.reference import Reference, parse_reference
+from ocitool.image.reference import parse_reference
 from ocitool.image.source import PULL_POLICIES, local_image
 from ocitool.image.store import ImageStore
-from ocitool.progress import LineProgress, NoProgress, Progress, TerminalProgress, human_size
+from ocitool.progress import LineProgress, NoProgress, TerminalProgress, human_size
+
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ocitool.config import Config
+    from ocitool.image.platform import Platform
+    from ocitool.image.reference import Reference
+    from ocitool.progress import Progress
 
 LOG_LEVELS = {"debug": log.DEBUG, "info": log.INFO, "warning": log.WARNING, "error": log.ERROR}
 RUN_FAILED = 125  # Docker's status for "the tool failed, not the container"
 TRANSPORT = "docker://"
 
 
-@dataclass
 class App:
     """What the global options decided, shared by every command."""
 
-    root: Path
-    config_file: str | None
-    _config: Config | None = None
+    __slots__ = ("root", "config_file", "_config")
+
+    def __init__(self, root: Path, config_file: str | None):
+        self.root = root
+        self.config_file = config_file
+        self._config: Config | None = None
 
     @property
     def config(self) -> Config:
+        """The config file, read on first use: only commands that reach a registry need it."""
         if self._config is None:
             self._config = load_config(self.config_file)
         return self._config
@@ -88,7 +97,10 @@ def platform_option(func: Any) -> Any:
 
 
 def _platform(text: str | None) -> Platform | None:
-    return parse_platform(text) if text else None
+    if not text:
+        return None
+    from ocitool.image.platform import parse_platform  # only --platform needs it
+    return parse_platform(text)
 
 
 def _progress(quiet: bool) -> Progress:
@@ -242,8 +254,9 @@ def unpack_command(app: App, image: str, bundle: str, rootless: bool, pull_polic
     Example: ocitool unpack busybox ./bundle && ocitool runtime run -b ./bundle box
     """
     from ocitool.bundle.unpack import unpack  # loaded only when needed: keeps 'pull' quick to start
-    store, name = local_image(image, app.store, app.config, pull_policy, AccessOptions(tls_verify, creds, authfile),
-                              _platform(platform_text), _progress(quiet=False))
+    store, name = local_image(image, app.store, lambda: app.config, pull_policy,
+                              AccessOptions(tls_verify, creds, authfile), _platform(platform_text),
+                              _progress(quiet=False))
     result = unpack(store, name, Path(bundle), rootless=rootless or os.geteuid() != 0)
     click.echo(f"Unpacked {name} ({result.manifest_digest}) into {result.bundle}", err=True)
 
@@ -310,7 +323,7 @@ def run_command(app: App, image: str, command: tuple[str, ...], pull_policy: str
                              pids_limit=flags["pids_limit"], cpus=flags["cpus"], cap_add=list(flags["cap_add"]),
                              cap_drop=list(flags["cap_drop"]), tty=flags["tty"], interactive=flags["interactive"],
                              name=flags["name"], remove=flags["remove"])
-        store, name = local_image(image, app.store, app.config, pull_policy, AccessOptions(),
+        store, name = local_image(image, app.store, lambda: app.config, pull_policy, AccessOptions(),
                                   _platform(platform_text), _progress(quiet=False))
         code = run_image(app.root, store, name, options)
     except OcitoolError as exc:

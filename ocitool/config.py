@@ -7,8 +7,6 @@ and the TOML config says which registries are insecure and which mirrors to try.
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocitool.errors import ConfigError
@@ -16,20 +14,24 @@ from ocitool.errors import ConfigError
 LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 
 
-@dataclass(frozen=True)
 class RegistryConfig:
     """Per-registry settings from the ``[registries."host"]`` tables."""
 
-    mirrors: tuple[str, ...] = ()
-    insecure: bool = False
+    __slots__ = ("mirrors", "insecure")
+
+    def __init__(self, mirrors: tuple[str, ...] = (), insecure: bool = False):
+        self.mirrors = mirrors
+        self.insecure = insecure
 
 
-@dataclass(frozen=True)
 class Config:
     """The parsed config file; empty when there is none."""
 
-    registries: dict[str, RegistryConfig] = field(default_factory=dict)
-    path: Path | None = None
+    __slots__ = ("registries", "path")
+
+    def __init__(self, registries: dict[str, RegistryConfig] | None = None, path: Path | None = None):
+        self.registries = {} if registries is None else registries
+        self.path = path
 
     def registry(self, host: str) -> RegistryConfig:
         """Settings for ``host`` (defaults when it is not configured)."""
@@ -64,6 +66,7 @@ def load_config(explicit: str | None = None) -> Config:
     path = find_config_file(explicit)
     if path is None:
         return Config()
+    import tomllib  # ~3 ms to import: only when there is a file to parse
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:

@@ -19,23 +19,23 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import shutil
-import socket
-import struct
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ocitool.bundle.convert import resolve_user, runtime_config
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
 from ocitool.image.inspect import load_local
-from ocitool.image.store import ImageStore
 from ocitool.runtime import container, seccomp, syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
 from ocitool.runtime.state import ContainerState, StateStore, process_start_time, validate_id
 from ocitool.log import get_logger
+
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ocitool.image.store import ImageStore
 
 log = get_logger(__name__)
 RECORD = "run.json"
@@ -43,29 +43,39 @@ _SIZE_SUFFIXES = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 
 
-@dataclass
 class RunOptions:
-    """``ocitool run``'s flags, as Docker defines them."""
+    """``ocitool run``'s flags, as Docker defines them (lists default to new empty ones)."""
 
-    command: list[str] = field(default_factory=list)
-    entrypoint: str | None = None
-    env: list[str] = field(default_factory=list)
-    env_files: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    volumes: list[str] = field(default_factory=list)
-    read_only: bool = False
-    hostname: str | None = None
-    network: str = "host"
-    memory: int | None = None
-    pids_limit: int | None = None
-    cpus: float | None = None
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    tty: bool = False
-    interactive: bool = False
-    name: str | None = None
-    remove: bool = False
+    __slots__ = ("command", "entrypoint", "env", "env_files", "workdir", "user", "volumes", "read_only",
+                 "hostname", "network", "memory", "pids_limit", "cpus", "cap_add", "cap_drop", "tty",
+                 "interactive", "name", "remove")
+
+    def __init__(self, command: list[str] | None = None, entrypoint: str | None = None,
+                 env: list[str] | None = None, env_files: list[str] | None = None, workdir: str | None = None,
+                 user: str | None = None, volumes: list[str] | None = None, read_only: bool = False,
+                 hostname: str | None = None, network: str = "host", memory: int | None = None,
+                 pids_limit: int | None = None, cpus: float | None = None, cap_add: list[str] | None = None,
+                 cap_drop: list[str] | None = None, tty: bool = False, interactive: bool = False,
+                 name: str | None = None, remove: bool = False):
+        self.command = [] if command is None else command
+        self.entrypoint = entrypoint
+        self.env = [] if env is None else env
+        self.env_files = [] if env_files is None else env_files
+        self.workdir = workdir
+        self.user = user
+        self.volumes = [] if volumes is None else volumes
+        self.read_only = read_only
+        self.hostname = hostname
+        self.network = network
+        self.memory = memory
+        self.pids_limit = pids_limit
+        self.cpus = cpus
+        self.cap_add = [] if cap_add is None else cap_add
+        self.cap_drop = [] if cap_drop is None else cap_drop
+        self.tty = tty
+        self.interactive = interactive
+        self.name = name
+        self.remove = remove
 
 
 def parse_bytes(text: str) -> int:
@@ -82,12 +92,12 @@ def run_image(root: Path, store: ImageStore, name: str, options: RunOptions) -> 
     clean_up_abandoned_runs(root)
     image = load_local(store, name)
     cached = cached_bundle(root, store, name, image.descriptor["digest"], rootless)
-    container_id = validate_id(options.name) if options.name else secrets.token_hex(6)
+    container_id = validate_id(options.name) if options.name else os.urandom(6).hex()
     run_dir = _reserve_run(root, container_id)
     try:
         _write_record(run_dir, {"id": container_id, "image": name, "digest": image.descriptor["digest"],
                                 "command": options.command, "created": _now(), "status": "created",
-                                "remove": options.remove, "owner": _owner()})
+                                "remove": options.remove, "owner": _owner()}, durable=not options.remove)
         spec = build_spec(image.config, cached / "rootfs", options, rootless, container_id)
         _enter_private_namespaces(rootless)
         bundle = _prepare_bundle(run_dir, cached / "rootfs", spec, volatile=options.remove)
@@ -104,10 +114,16 @@ def run_image(root: Path, store: ImageStore, name: str, options: RunOptions) -> 
 
 
 def cached_bundle(root: Path, store: ImageStore, name: str, digest: str, rootless: bool) -> Path:
-    """The unpacked image for ``digest``, unpacking it first if no complete entry exists yet."""
+    """The unpacked image for ``digest``, unpacking it first if no complete entry exists yet.
+
+    unpack renames an entry into place only once it is complete, so an entry with a
+    config.json is used as it is, without taking the lock.
+    """
     cache = root / "rootfs"
-    cache.mkdir(parents=True, exist_ok=True)
     entry = cache / digest.replace(":", "_")
+    if (entry / "config.json").is_file():
+        return entry
+    cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f".{entry.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one unpack per image, however many runs start at once
         if not (entry / "config.json").is_file():
@@ -264,7 +280,8 @@ def _prepare_bundle(run_dir: Path, lower: Path, spec: dict[str, Any], volatile: 
     """bundle/rootfs: an overlay of the cached rootfs (or, where overlayfs is refused, a copy).
 
     A layer thrown away at exit (``--rm``) is ``volatile``: no syncs, so unmounting it does
-    not wait for every dirty page of the disk it lives on (podman does the same).
+    not wait for every dirty page of the disk it lives on (podman does the same). config.json
+    is not synced either: it serves this run only, and no run outlives a reboot.
     """
     bundle = run_dir / "bundle"
     rootfs = bundle / "rootfs"
@@ -278,7 +295,7 @@ def _prepare_bundle(run_dir: Path, lower: Path, spec: dict[str, Any], volatile: 
         log.info("overlayfs unavailable (%s); copying the image's rootfs for this run", exc.strerror)
         rootfs.rmdir()
         shutil.copytree(lower, rootfs, symlinks=True)
-    atomic_write(bundle / "config.json", json.dumps(spec, indent=2).encode())
+    atomic_write(bundle / "config.json", json.dumps(spec, indent=2).encode(), durable=False)
     return bundle
 
 
@@ -291,6 +308,8 @@ def _close_stdin() -> None:
 
 def _lo_up(state: ContainerState) -> None:
     """Bring up ``lo`` in the container's fresh network namespace (--network none)."""
+    import socket  # with struct, only --network none needs it
+    import struct
     pid = os.fork()
     if pid == 0:
         try:
@@ -320,8 +339,10 @@ def _finish(run_dir: Path, code: int | None, remove: bool) -> None:
     _write_record(run_dir, record)
 
 
-def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    atomic_write(run_dir / RECORD, json.dumps(record, indent=2).encode())
+def _write_record(run_dir: Path, record: dict[str, Any], durable: bool = True) -> None:
+    """Replace the run's record, synced first when ``durable`` (not needed for a ``--rm`` run:
+    nothing else of it is meant to survive a crash, its overlay layer is volatile too)."""
+    atomic_write(run_dir / RECORD, json.dumps(record, indent=2).encode(), durable=durable)
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:

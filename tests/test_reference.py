@@ -184,6 +184,15 @@ def test_fields() -> None:
     assert parse_reference(f"a/b:t@{SHA256}") == Reference("docker.io", "a/b", "t", SHA256)
 
 
+def test_a_reference_is_a_value() -> None:
+    """Equal parts make equal (and equally hashed) references, usable as keys."""
+    assert len({parse_reference("busybox"), parse_reference("docker.io/library/busybox:latest")}) == 1
+    assert parse_reference("busybox") != parse_reference("busybox:1")
+    assert parse_reference("busybox") != "docker.io/library/busybox:latest"
+    assert repr(parse_reference("busybox")) == \
+        "Reference(registry='docker.io', repository='library/busybox', tag='latest', digest=None)"
+
+
 @pytest.mark.parametrize(
     ("text", "name", "api_host", "target"),
     [

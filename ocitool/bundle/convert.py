@@ -14,11 +14,14 @@ import os
 import stat
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from ocitool.bundle.spec import DEFAULT_PATH, default_spec
 from ocitool.errors import OcitoolError
 from ocitool.log import get_logger
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2"
 CONFIG_NAME = "config.json"

@@ -3,13 +3,13 @@ commands which may not need the network do not load it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
 class AccessOptions:
     """How to reach registries, from the command line: ``--tls-verify``, ``--creds``, ``--authfile``."""
 
-    tls_verify: bool | None = None
-    creds: str | None = None
-    authfile: str | None = None
+    __slots__ = ("tls_verify", "creds", "authfile")
+
+    def __init__(self, tls_verify: bool | None = None, creds: str | None = None, authfile: str | None = None):
+        self.tls_verify = tls_verify
+        self.creds = creds
+        self.authfile = authfile

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from ocitool.errors import DigestMismatchError, ManifestError
+
+TYPE_CHECKING = False  # type checkers treat this as True; at run time hashlib loads in _new_hash
+if TYPE_CHECKING:
+    import hashlib
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 _ENCODED = re.compile(r"^[a-f0-9]+$")
@@ -22,7 +25,14 @@ def validate_digest(digest: str) -> str:
 
 def sha256_digest(data: bytes) -> str:
     """The ``sha256:<hex>`` digest of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + _new_hash("sha256", data).hexdigest()
+
+
+def _new_hash(algorithm: str, data: bytes = b"") -> hashlib._Hash:
+    """A hash object; hashlib is imported here because it loads OpenSSL (~3 ms), which
+    commands that only read the store never need."""
+    import hashlib
+    return hashlib.new(algorithm, data)
 
 
 class DigestVerifier:
@@ -32,7 +42,7 @@ class DigestVerifier:
         self.digest = validate_digest(digest)
         self.size = size
         self.received = 0
-        self._hash = hashlib.new(digest.partition(":")[0])
+        self._hash = _new_hash(digest.partition(":")[0])
 
     def update(self, chunk: bytes) -> None:
         """Account for ``chunk``; fail as soon as more bytes arrive than the descriptor says."""

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
 
+from ocitool.image.manifest import decode_manifest
 from ocitool.image.reference import parse_reference
-from ocitool.image.store import ImageStore
+
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ocitool.image.store import ImageStore
 
 
-@dataclass(frozen=True)
 class LocalImage:
     """An image in the store, loaded: its ref, manifest and config."""
 
-    name: str
-    descriptor: dict[str, Any]
-    manifest_bytes: bytes
-    manifest: dict[str, Any]
-    config_bytes: bytes
+    __slots__ = ("name", "descriptor", "manifest_bytes", "manifest", "config_bytes")
+
+    def __init__(self, name: str, descriptor: dict[str, Any], manifest_bytes: bytes, manifest: dict[str, Any],
+                 config_bytes: bytes):
+        self.name = name
+        self.descriptor = descriptor
+        self.manifest_bytes = manifest_bytes
+        self.manifest = manifest
+        self.config_bytes = config_bytes
 
     @property
     def config(self) -> dict[str, Any]:
@@ -29,7 +36,7 @@ def load_local(store: ImageStore, name: str) -> LocalImage:
     """Load the image tagged ``name`` (a normalized reference) from the store."""
     descriptor = store.resolve(name)
     manifest_bytes = store.read_blob(descriptor["digest"])
-    _, manifest = store.read_manifest(descriptor)
+    _, manifest = decode_manifest(manifest_bytes, descriptor.get("mediaType"), descriptor["digest"])
     return LocalImage(name, descriptor, manifest_bytes, manifest, store.read_blob(manifest["config"]["digest"]))
 
 

@@ -8,10 +8,13 @@ that everything in the store is plain OCI, as skopeo does for an ``oci:`` destin
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from ocitool.errors import ManifestError
 from ocitool.image.digest import validate_digest
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from ocitool.config import Config
 from ocitool.image.access import AccessOptions
 from ocitool.errors import NotFoundError, OcitoolError, StoreError
-from ocitool.image.platform import Platform
 from ocitool.image.reference import parse_reference
 from ocitool.image.store import ImageStore
-from ocitool.progress import NoProgress, Progress
+from ocitool.progress import NoProgress
+
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ocitool.config import Config
+    from ocitool.image.platform import Platform
+    from ocitool.progress import Progress
 
 PULL_POLICIES = ("missing", "always", "never")
 LAYOUT_PREFIX = "oci:"
 
 
-def local_image(text: str, open_store: Callable[[], ImageStore], config: Config, policy: str = "missing",
-                access: AccessOptions = AccessOptions(), platform: Platform | None = None,
+def local_image(text: str, open_store: Callable[[], ImageStore], get_config: Callable[[], Config],
+                policy: str = "missing", access: AccessOptions = AccessOptions(), platform: Platform | None = None,
                 progress: Progress = NoProgress()) -> tuple[ImageStore, str]:
     """The layout and ref name holding IMAGE ``text``, pulling it into the store when the policy says so.
 
-    ``open_store`` is called only for store references, so ``oci:`` sources leave no store behind.
+    ``open_store`` is called only for store references, so ``oci:`` sources leave no store behind;
+    ``get_config`` only when a pull happens, so an image already in the store needs no config file.
     """
     if text.startswith(LAYOUT_PREFIX):
         return open_layout_reference(text[len(LAYOUT_PREFIX):])
@@ -34,7 +40,7 @@ def local_image(text: str, open_store: Callable[[], ImageStore], config: Config,
     present = name in store.refs()
     if policy == "always" or (policy == "missing" and not present):
         from ocitool.image.pull import pull  # the HTTP stack loads only when a pull happens
-        pull(ref, store, config, access, platform, progress)
+        pull(ref, store, get_config(), access, platform, progress)
     elif not present:
         raise NotFoundError(f"image {name} is not in the store and --pull=never forbids pulling it")
     return store, name

@@ -17,16 +17,17 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from ocitool.errors import NotFoundError, StoreError
 from ocitool.fsutil import atomic_write
 from ocitool.image.digest import DigestVerifier, validate_digest
 from ocitool.image.manifest import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, decode_manifest
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, BinaryIO
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
@@ -36,6 +37,7 @@ class BlobWriter:
     """A blob being written to a temporary file in the store; see :meth:`ImageStore.blob_writer`."""
 
     def __init__(self, store: "ImageStore", digest: str, size: int | None):
+        import tempfile  # only writers need it, not the commands that just read the store
         self._store = store
         self.digest = digest
         self.size = size
@@ -239,6 +241,7 @@ class ImageStore:
 
     def gc(self) -> tuple[int, int]:
         """Remove unreachable blobs and abandoned temporary files; return (count, bytes) freed."""
+        import shutil  # only gc removes directories; loaded here to keep reading the store quick
         with _flock(self.private_dir / "gc.lock", fcntl.LOCK_EX):
             keep = self.reachable()
             count = freed = 0
