@@ -41,8 +41,23 @@ Example:    ocitool-runtime run --bundle ./bundle mybox"""
 Handler = Callable[[argparse.Namespace], "int | None"]
 
 
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's help layout, sized to the terminal without importing ``shutil`` (~3 ms with
+    the compression modules it loads), which argparse would do for every argument."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (ValueError, OSError, AttributeError):
+            columns = 80
+        super().__init__(prog, width=max(columns - 2, 40))
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors are raised (one line, exit status 2), not printed with the usage text."""
+
+    def __init__(self, prog: str, description: str | None) -> None:
+        super().__init__(prog=prog, description=description, formatter_class=Formatter, allow_abbrev=False)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -52,25 +67,29 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> NoReturn:
     """Entry point of ``ocitool-runtime``: runc-style errors and exit codes."""
     args = sys.argv[1:] if argv is None else argv
     log.configure(log.WARNING, log.stderr_sink(PROG))  # until the flags say where logs go
-    run_guarded(lambda: _dispatch(build_parser(prog), args), _report, debug="--debug" in args)
+    run_guarded(lambda: _dispatch(prog, args), _report, debug="--debug" in args)
 
 
-def _dispatch(parser: argparse.ArgumentParser, args: list[str]) -> int | None:
+def _dispatch(prog: str, args: list[str]) -> int | None:
+    """Parse the global flags, then the subcommand's (whose parser alone is built), and run it."""
+    parser = build_parser(prog)
     try:
         options = parser.parse_args(args)
+        if not options.command:
+            parser.print_help()
+            return 0
+        command_parser(prog, options.command).parse_args(options.arguments, namespace=options)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
-    if not options.command:
-        parser.print_help()
-        return 0
     _configure_logging(options.log, options.log_format, options.debug)
     return options.handler(options)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    """runc's global flags and subcommands."""
-    parser = Parser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-                    allow_abbrev=False)
+    """runc's global flags; the subcommand's own arguments are left for :func:`command_parser`."""
+    parser = Parser(prog, DESCRIPTION)
+    parser.epilog = "Commands:\n" + "\n".join(f"  {name:<10} {handler.__doc__}"
+                                               for name, (handler, _) in _COMMANDS.items())
     parser.add_argument("-v", "--version", action="version",
                         version=f"{PROG} version {__version__}\nspec: {RUNTIME_SPEC_VERSION}")
     parser.add_argument("--root", help="State directory [default: /run/ocitool-runtime, "
@@ -81,11 +100,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--systemd-cgroup", action="store_true",
                         help="Accepted for runc compatibility; cgroupfs is used.")
     parser.add_argument("--rootless", choices=["true", "false", "auto"], default="auto", help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name, (handler, add_arguments) in _COMMANDS.items():
-        command = commands.add_parser(name, help=handler.__doc__, description=handler.__doc__, allow_abbrev=False)
-        add_arguments(command)
-        command.set_defaults(handler=handler)
+    parser.add_argument("command", metavar="COMMAND", nargs="?", choices=list(_COMMANDS),
+                        help="See the list below; 'COMMAND --help' shows its flags.")
+    parser.add_argument("arguments", metavar="...", nargs=argparse.REMAINDER, help="The command's flags and arguments.")
+    return parser
+
+
+def command_parser(prog: str, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``: its flags and arguments, runc's."""
+    handler, add_arguments = _COMMANDS[name]
+    parser = Parser(f"{prog} {name}", handler.__doc__)
+    add_arguments(parser)
+    parser.set_defaults(handler=handler)
     return parser
 
 
