@@ -379,3 +379,11 @@ def test_usage_errors_are_one_line_with_status_2(runtime):
     assert len(result.stderr.splitlines()) == 1
     assert runtime("--help").stdout.startswith("usage: ocitool runtime")
     assert "--console-socket" in runtime("create", "--help").stdout
+
+
+def test_cgroup_namespace_is_rooted_at_the_container_cgroup(runtime, tmp_path):
+    # The runtime moves stage one into the cgroup while it makes the other namespaces; the
+    # cgroup namespace must still be made afterwards, or the host's hierarchy would show.
+    bundle = make_bundle(tmp_path / "b", ["cat", "/proc/self/cgroup"])
+    lines = runtime.run(bundle, name="rooted").stdout.splitlines()
+    assert lines and all(line.endswith(":/") for line in lines), lines

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
-from ocitool.runtime import cgroups, hooks, init, namespaces, syscalls, terminal
+from ocitool.runtime import cgroups, hooks, namespaces, syscalls, terminal
 from ocitool.runtime.process import PreparedProcess, prepare_process
 from ocitool.runtime.channel import Channel
 from ocitool.runtime.spec import load_spec, validate_process
@@ -78,10 +78,9 @@ def create(store: StateStore, container_id: str, options: CreateOptions) -> tupl
         manager.create()
         manager.apply(_with_default_devices(linux))
         state.cgroup = manager.to_state()
-        init_options = init.InitOptions(bundle, directory / EXEC_FIFO, options.no_pivot, options.preserve_fds,
-                                        options.foreground)
         new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
-        channel, state.pid = _spawn(manager, lambda ch: init.run_stage_one(ch, spec, prepared, init_options),
+        channel, state.pid = _spawn(manager, lambda ch: _stage_one(ch, spec, prepared, bundle, directory / EXEC_FIFO,
+                                                                   options),
                                     linux if new_userns else None)
         with contextlib.closing(channel):
             state.pid_start_time = process_start_time(state.pid) or 0
@@ -134,17 +133,20 @@ def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel], None],
     ours, theirs = Channel.pair()
     stage_one = os.fork()
     if stage_one == 0:
-        ours.close()
-        child(theirs)
+        try:
+            ours.close()
+            child(theirs)
+        finally:
+            os._exit(1)  # the child never returns into the runtime's code
     theirs.close()
     try:
-        manager.add(stage_one)
-        ours.send("go")
+        manager.add(stage_one)  # stage one makes its namespaces meanwhile
         if id_mappings is not None:
             ours.receive("userns")
             namespaces.write_id_mappings(stage_one, id_mappings.get("uidMappings") or [],
                                          id_mappings.get("gidMappings") or [])
             ours.send("mapped")
+        ours.send("go")
         message, _ = ours.receive("pid")
         os.waitpid(stage_one, 0)
         ours.send("setup")  # only now may PID 1 talk: its messages must not overtake stage one's "pid"
@@ -153,6 +155,22 @@ def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel], None],
         ours.close()
         _stop(stage_one)
         raise
+
+
+def _stage_one(channel: Channel, spec: dict[str, Any], prepared: PreparedProcess, bundle: Path, fifo: Path,
+               options: CreateOptions) -> None:
+    """The forked child of ``create``: stage one of the init. Its modules load only here, in
+    parallel with the runtime's cgroup attach (which waits ~10 ms in the kernel)."""
+    from ocitool.runtime import init
+    init.run_stage_one(channel, spec, prepared, init.InitOptions(bundle, fifo, options.no_pivot, options.preserve_fds,
+                                                                 options.foreground))
+
+
+def _exec_stage_one(channel: Channel, container_pid: int, namespace_types: list[str], prepared: PreparedProcess,
+                    preserve_fds: int) -> None:
+    """The forked child of ``exec``: joins the container (see :func:`_stage_one` for the import)."""
+    from ocitool.runtime import init
+    init.run_exec(channel, container_pid, namespace_types, prepared, preserve_fds)
 
 
 def _finish_create(channel: Channel, spec: dict[str, Any], state: ContainerState,
@@ -301,7 +319,7 @@ def exec_process(store: StateStore, container_id: str, process: dict[str, Any], 
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     manager = cgroups.manager_from_state(state.cgroup)
     prepared = prepare_process(process, linux.get("seccomp"), store.seccomp_cache)
-    channel, pid = _spawn(manager, lambda ch: init.run_exec(ch, state.pid, kinds, prepared, options.preserve_fds),
+    channel, pid = _spawn(manager, lambda ch: _exec_stage_one(ch, state.pid, kinds, prepared, options.preserve_fds),
                           None)
     with contextlib.closing(channel):
         try:

@@ -49,9 +49,13 @@ class InitOptions:
 
 def run_stage_one(channel: Channel, spec: dict[str, Any], prepared: process.PreparedProcess,
                   options: InitOptions) -> NoReturn:
-    """Stage one: namespaces, then fork PID 1 and report its pid."""
+    """Stage one: namespaces, then fork PID 1 and report its pid.
+
+    All but the cgroup namespace are made while the runtime moves us into the container's
+    cgroup; "go" says that is done, so the cgroup namespace (rooted at the cgroup it is
+    made in) and PID 1 (born in our cgroup) come after it.
+    """
     try:
-        channel.receive("go")
         linux = spec.get("linux") or {}
         spaces = namespaces.parse_namespaces(linux)
         if any(ns.type == "user" and not ns.path for ns in spaces):
@@ -59,8 +63,13 @@ def run_stage_one(channel: Channel, spec: dict[str, Any], prepared: process.Prep
             channel.send("userns")  # the runtime maps our ids, which needs us dumpable until then
             channel.receive("mapped")
         process.make_undumpable()
-        namespaces.join_namespaces(spaces)
-        syscalls.unshare(namespaces.unshare_flags(spaces) & ~syscalls.CLONE_NEWUSER)
+        cgroup = [ns for ns in spaces if ns.type == "cgroup"]
+        others = [ns for ns in spaces if ns.type != "cgroup"]
+        namespaces.join_namespaces(others)
+        syscalls.unshare(namespaces.unshare_flags(others) & ~syscalls.CLONE_NEWUSER)
+        channel.receive("go")
+        namespaces.join_namespaces(cgroup)
+        syscalls.unshare(namespaces.unshare_flags(cgroup))
         pid = os.fork()
         if pid == 0:
             run_stage_two(channel, spec, prepared, options, in_user_namespace=namespaces.in_user_namespace())
