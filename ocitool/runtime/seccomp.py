@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
+from ocitool.runtime import syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
 from ocitool.log import get_logger
 
@@ -99,8 +100,6 @@ _MAX_ARGS = 6
 _BINARY_TREE_MIN_RULES = 32
 
 _SECCOMP_SET_MODE_FILTER = 1
-# seccomp(2)'s number; ``syscalls._SYSCALL_NUMBERS`` is where it belongs.
-_NR_SECCOMP = {"x86_64": 317, "aarch64": 277}
 _BPF_INSN_SIZE = 8  # struct sock_filter
 _BPF_MAXINSNS = 4096  # the kernel's limit on a program's length
 
@@ -222,12 +221,14 @@ def load_filter(compiled: CompiledFilter) -> None:
     """
     buffer = ctypes.create_string_buffer(compiled.program, len(compiled.program))
     fprog = _SockFprog(len(compiled.program) // _BPF_INSN_SIZE, ctypes.addressof(buffer))
-    err = _seccomp_set_mode_filter(compiled.flags, fprog)
-    if err:
+    try:
+        syscalls.raw_syscall("seccomp", _SECCOMP_SET_MODE_FILTER, compiled.flags,
+                             ctypes.c_void_p(ctypes.addressof(fprog)))
+    except OSError as exc:
         hint = ""
-        if err == errno.EACCES:
+        if exc.errno == errno.EACCES:
             hint = " (without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN)"
-        raise OcitoolError(f"linux.seccomp: cannot load the filter: {os.strerror(err)}{hint}")
+        raise OcitoolError(f"linux.seccomp: cannot load the filter: {os.strerror(exc.errno)}{hint}") from None
 
 
 def require_library() -> ctypes.CDLL:
@@ -440,18 +441,6 @@ def _load_flags(spec: SeccompFilter) -> int:
     for name in spec.flags:
         flags |= _FLAGS[name][1]
     return flags
-
-
-def _seccomp_set_mode_filter(flags: int, fprog: _SockFprog) -> int:
-    """Call seccomp(SECCOMP_SET_MODE_FILTER, flags, fprog); 0 or the errno."""
-    number = _NR_SECCOMP.get(os.uname().machine)
-    if number is None:
-        return errno.ENOSYS
-    libc = ctypes.CDLL(None, use_errno=True)  # dlopen(NULL) needs no file: fine after pivot_root
-    libc.syscall.restype = ctypes.c_long
-    rc = libc.syscall(ctypes.c_long(number), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
-                      ctypes.c_uint(flags), ctypes.byref(fprog))
-    return ctypes.get_errno() if rc != 0 else 0
 
 
 def _program(config: dict, spec: SeccompFilter, cache_dir: str | os.PathLike[str] | None) -> bytes:

@@ -64,8 +64,8 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALL_NUMBERS = {
-    "x86_64": {"pivot_root": 155, "setns": 308, "close_range": 436, "capget": 125, "capset": 126},
-    "aarch64": {"pivot_root": 41, "setns": 268, "close_range": 436, "capget": 90, "capset": 91},
+    "x86_64": {"pivot_root": 155, "setns": 308, "close_range": 436, "capget": 125, "capset": 126, "seccomp": 317},
+    "aarch64": {"pivot_root": 41, "setns": 268, "close_range": 436, "capget": 90, "capset": 91, "seccomp": 277},
 }
 
 
