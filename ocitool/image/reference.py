@@ -20,6 +20,7 @@ Grammar (from distribution/reference)::
 from __future__ import annotations
 
 import re
+from collections import namedtuple
 
 from ocitool.errors import InvalidReferenceError
 
@@ -57,35 +58,17 @@ _IMAGE_ID_RE = re.compile(r"[a-f0-9]{64}")
 _TRANSPORT_PREFIX = "docker://"
 
 
-class Reference:
+class Reference(namedtuple("Reference", "registry repository tag digest")):
     """A fully normalized image reference: where an image lives and which one it is.
 
     An immutable value: equal (and hashing the same) when all four parts are equal.
     """
 
-    __slots__ = ("registry", "repository", "tag", "digest")
-
-    def __init__(self, registry: str, repository: str, tag: str | None, digest: str | None):
-        for slot, value in zip(self.__slots__, (registry, repository, tag, digest)):
-            object.__setattr__(self, slot, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: a Reference is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: a Reference is immutable")
-
-    def _parts(self) -> tuple[str, str, str | None, str | None]:
-        return self.registry, self.repository, self.tag, self.digest
-
-    def __eq__(self, other: object) -> bool:
-        return self._parts() == other._parts() if isinstance(other, Reference) else NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._parts())
-
-    def __repr__(self) -> str:
-        return "Reference(registry={!r}, repository={!r}, tag={!r}, digest={!r})".format(*self._parts())
+    __slots__ = ()
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str | None
 
     @property
     def name(self) -> str:
@@ -124,7 +107,7 @@ class Reference:
     def with_registry(self, registry: str) -> Reference:
         """The same repository, tag and digest at another host, e.g. a pull-through mirror."""
         registry = _check_registry(registry, f"{registry}/{self.repository}")
-        return Reference(registry, self.repository, self.tag, self.digest)
+        return self._replace(registry=registry)
 
     def _with_suffix(self, name: str) -> str:
         tag = f":{self.tag}" if self.tag is not None else ""
