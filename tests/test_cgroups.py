@@ -490,6 +490,64 @@ def test_default_path_is_under_ocitool() -> None:
     assert _leftovers(f"/ocitool/{container}") == []
 
 
+ENTRY = """
+import json, os, sys, threading, time
+from ocitool.runtime import cgroups
+manager = cgroups.cgroup_manager("c", {"cgroupsPath": sys.argv[1] + "/c"})
+manager.create()
+if sys.argv[2] == "threaded":                       # a second thread: clone3 is not safe, the slow way is taken
+    threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
+if sys.argv[2] == "no-cpus":                        # a v1 cpuset without CPUs admits no task
+    with open(os.path.join(manager._dir_of("cpuset"), "cpuset.cpus"), "w") as file:
+        file.write(" ")
+entry = cgroups.Entry(manager)
+said_r, said_w = os.pipe()
+done_r, done_w = os.pipe()
+pid = entry.fork()
+if pid == 0:
+    try:
+        entry.join()
+        os.write(said_w, b"joined")
+        os.read(done_r, 1)                          # stay until the parent has looked
+        os._exit(0)
+    except BaseException as error:
+        os.write(said_w, str(error).encode())
+        os._exit(1)
+entry.finish(pid)
+said = os.read(said_r, 200).decode()
+members = {d: open(os.path.join(d, "cgroup.procs")).read().split() for d in manager._all_dirs()}
+os.write(done_w, b"x")
+_, status = os.waitpid(pid, 0)
+manager.destroy()
+print(json.dumps({"said": said, "members": members, "pid": pid, "status": status,
+                  "born_in_v2": entry.born_in_v2, "v2": manager.v2_dir()}))
+"""
+
+
+def _entry(parent: str, how: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", ENTRY, parent, how], capture_output=True, text=True, timeout=20,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["plain", "threaded"])
+def test_entry_brings_the_child_into_every_hierarchy(parent: str, how: str) -> None:
+    """Born in the v2 cgroup (clone3) or moved there, and joined to v1 by itself: in all, alone."""
+    report = _entry(parent, how)
+    assert report["said"] == "joined" and report["status"] == 0
+    assert report["members"] and all(pids == [str(report["pid"])] for pids in report["members"].values())
+    assert report["born_in_v2"] == (report["v2"] is not None and how == "plain")
+
+
+@needs_v1
+def test_entry_refused_by_a_hierarchy_names_it(parent: str) -> None:
+    report = _entry(parent, "no-cpus")
+    assert report["status"] == 1 << 8
+    assert report["said"].startswith(f"cannot join cgroup {ROOT}/cpuset{parent}/c: No space left on device")
+
+
 def _rootless_steps(parent: str) -> dict:
     manager = cgroup_manager("c", {"cgroupsPath": f"{parent}/c"}, rootless=True)
     manager.create()

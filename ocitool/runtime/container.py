@@ -79,8 +79,8 @@ def create(store: StateStore, container_id: str, options: CreateOptions) -> tupl
         manager.apply(_with_default_devices(linux))
         state.cgroup = manager.to_state()
         new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
-        channel, state.pid = _spawn(manager, lambda ch: _stage_one(ch, spec, prepared, bundle, directory / EXEC_FIFO,
-                                                                   options),
+        channel, state.pid = _spawn(manager, lambda ch, join: _stage_one(ch, join, spec, prepared, bundle,
+                                                                         directory / EXEC_FIFO, options),
                                     linux if new_userns else None)
         with contextlib.closing(channel):
             state.pid_start_time = process_start_time(state.pid) or 0
@@ -127,20 +127,30 @@ def _check_console(process: dict[str, Any], options: ProcessOptions) -> None:
         raise OcitoolError("--console-socket needs process.terminal to be true")
 
 
-def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel], None],
+def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel, Callable[[], None]], None],
            id_mappings: dict[str, Any] | None) -> tuple[Channel, int]:
-    """Fork stage one into the cgroup, map its ids if it made a user namespace, return PID 1's host pid."""
+    """Fork stage one into the cgroup, map its ids if it made a user namespace, return PID 1's host pid.
+
+    ``child`` gets the channel and the function that moves it into the cgroup, to call first.
+    """
     ours, theirs = Channel.pair()
-    stage_one = os.fork()
+    entry = cgroups.Entry(manager)
+    try:
+        stage_one = entry.fork()
+    except BaseException:
+        entry.close()
+        ours.close()
+        theirs.close()
+        raise
     if stage_one == 0:
         try:
             ours.close()
-            child(theirs)
+            child(theirs, entry.join)
         finally:
             os._exit(1)  # the child never returns into the runtime's code
     theirs.close()
     try:
-        manager.add(stage_one)  # stage one makes its namespaces meanwhile
+        entry.finish(stage_one)
         if id_mappings is not None:
             ours.receive("userns")
             namespaces.write_id_mappings(stage_one, id_mappings.get("uidMappings") or [],
@@ -157,20 +167,19 @@ def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel], None],
         raise
 
 
-def _stage_one(channel: Channel, spec: dict[str, Any], prepared: PreparedProcess, bundle: Path, fifo: Path,
-               options: CreateOptions) -> None:
-    """The forked child of ``create``: stage one of the init. Its modules load only here, in
-    parallel with the runtime's cgroup attach (which waits ~10 ms in the kernel)."""
+def _stage_one(channel: Channel, join_cgroup: Callable[[], None], spec: dict[str, Any], prepared: PreparedProcess,
+               bundle: Path, fifo: Path, options: CreateOptions) -> None:
+    """The forked child of ``create``: stage one of the init, whose modules load only here."""
     from ocitool.runtime import init
-    init.run_stage_one(channel, spec, prepared, init.InitOptions(bundle, fifo, options.no_pivot, options.preserve_fds,
-                                                                 options.foreground))
+    init.run_stage_one(channel, join_cgroup, spec, prepared,
+                       init.InitOptions(bundle, fifo, options.no_pivot, options.preserve_fds, options.foreground))
 
 
-def _exec_stage_one(channel: Channel, container_pid: int, namespace_types: list[str], prepared: PreparedProcess,
-                    preserve_fds: int) -> None:
-    """The forked child of ``exec``: joins the container (see :func:`_stage_one` for the import)."""
+def _exec_stage_one(channel: Channel, join_cgroup: Callable[[], None], container_pid: int,
+                    namespace_types: list[str], prepared: PreparedProcess, preserve_fds: int) -> None:
+    """The forked child of ``exec``: joins the container (its modules load only here, too)."""
     from ocitool.runtime import init
-    init.run_exec(channel, container_pid, namespace_types, prepared, preserve_fds)
+    init.run_exec(channel, join_cgroup, container_pid, namespace_types, prepared, preserve_fds)
 
 
 def _finish_create(channel: Channel, spec: dict[str, Any], state: ContainerState,
@@ -319,8 +328,8 @@ def exec_process(store: StateStore, container_id: str, process: dict[str, Any], 
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     manager = cgroups.manager_from_state(state.cgroup)
     prepared = prepare_process(process, linux.get("seccomp"), store.seccomp_cache)
-    channel, pid = _spawn(manager, lambda ch: _exec_stage_one(ch, state.pid, kinds, prepared, options.preserve_fds),
-                          None)
+    channel, pid = _spawn(manager, lambda ch, join: _exec_stage_one(ch, join, state.pid, kinds, prepared,
+                                                                    options.preserve_fds), None)
     with contextlib.closing(channel):
         try:
             master = _receive_console(channel, process, options)

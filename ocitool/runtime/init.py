@@ -28,6 +28,7 @@ if DEBUG:  # for tracebacks in _report, imported now: after pivot_root the host'
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, NoReturn
 
 
@@ -47,15 +48,16 @@ class InitOptions:
         self.die_with_runtime = die_with_runtime
 
 
-def run_stage_one(channel: Channel, spec: dict[str, Any], prepared: process.PreparedProcess,
-                  options: InitOptions) -> NoReturn:
-    """Stage one: namespaces, then fork PID 1 and report its pid.
+def run_stage_one(channel: Channel, join_cgroup: Callable[[], None], spec: dict[str, Any],
+                  prepared: process.PreparedProcess, options: InitOptions) -> NoReturn:
+    """Stage one: join the cgroup, make the namespaces, then fork PID 1 and report its pid.
 
-    All but the cgroup namespace are made while the runtime moves us into the container's
-    cgroup; "go" says that is done, so the cgroup namespace (rooted at the cgroup it is
-    made in) and PID 1 (born in our cgroup) come after it.
+    All but the cgroup namespace are made while the runtime may still be moving us into the
+    container's cgroup (cgroup v2 without clone3); "go" says that is done, so the cgroup
+    namespace (rooted at the cgroup it is made in) and PID 1 (born in our cgroup) come after it.
     """
     try:
+        join_cgroup()
         linux = spec.get("linux") or {}
         spaces = namespaces.parse_namespaces(linux)
         if any(ns.type == "user" and not ns.path for ns in spaces):
@@ -114,10 +116,11 @@ def run_stage_two(channel: Channel, spec: dict[str, Any], prepared: process.Prep
         _report(channel, exc)
 
 
-def run_exec(channel: Channel, container_pid: int, namespace_types: list[str],
+def run_exec(channel: Channel, join_cgroup: Callable[[], None], container_pid: int, namespace_types: list[str],
              prepared: process.PreparedProcess, preserve_fds: int) -> NoReturn:
-    """``exec``: join a running container's namespaces, fork into its PID namespace, exec ``proc``."""
+    """``exec``: join a running container's cgroup and namespaces, fork into its PID namespace, exec ``proc``."""
     try:
+        join_cgroup()
         process.make_undumpable()
         channel.receive("go")
         namespaces.join_namespaces([namespaces.Namespace(kind, f"/proc/{container_pid}/ns/{namespaces.PROC_NAMES[kind]}")
