@@ -1,38 +1,45 @@
-"""The ``ocitool`` command line: parse, call a stage, print. No logic of its own."""
+"""The ``ocitool`` command line: parse, call a stage, print. No logic of its own.
+
+Global flags come first, then one command, whose parser alone is built and whose stage
+alone is imported (see :mod:`ocitool.cli_common`): ``ocitool run`` of a cached image is
+mostly start-up, and ``pull`` should not wait for the extraction code.
+"""
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
 from pathlib import Path
 
-import click
-
 from ocitool import __version__, log
-from ocitool.cli_common import run_guarded
+from ocitool.cli_common import Commands, Parser, add_command_arguments, parse_command_line, run_guarded
 from ocitool.config import default_root, load_config
 from ocitool.errors import OcitoolError, UsageError
-from ocitool.image import inspect as image_views
-from ocitool.image.manifest import decode_manifest
-from ocitool.image.access import AccessOptions
-from ocitool.image.reference import parse_reference
-from ocitool.image.source import PULL_POLICIES, local_image
-from ocitool.image.store import ImageStore
-from ocitool.progress import LineProgress, NoProgress, TerminalProgress, human_size
 
 TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
     from typing import Any
 
     from ocitool.config import Config
+    from ocitool.image.access import AccessOptions
     from ocitool.image.platform import Platform
     from ocitool.image.reference import Reference
+    from ocitool.image.store import ImageStore
     from ocitool.progress import Progress
 
+PROG = "ocitool"
+DESCRIPTION = """\
+Pull OCI images, unpack them into bundles, and run them.
+
+Image stage:   pull, images, inspect, tags, rmi, gc
+Bundle stage:  unpack, spec
+One-shot:      run, ps, rm, prune
+Runtime stage: runtime SUBCOMMAND (runc's commands; also the ocitool-runtime program)"""
 LOG_LEVELS = {"debug": log.DEBUG, "info": log.INFO, "warning": log.WARNING, "error": log.ERROR}
 RUN_FAILED = 125  # Docker's status for "the tool failed, not the container"
 TRANSPORT = "docker://"
+FORMATS = ("table", "json")
 
 
 class App:
@@ -53,200 +60,274 @@ class App:
         return self._config
 
     def store(self) -> ImageStore:
+        from ocitool.image.store import ImageStore
         return ImageStore.open(self.root / "images")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ocitool")
-@click.option("--root", type=click.Path(file_okay=False), help="State directory [default: $OCITOOL_ROOT, "
-              "/var/lib/ocitool for root, ~/.local/share/ocitool otherwise].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="TOML config file [default: $OCITOOL_CONFIG, ~/.config/ocitool/config.toml, "
-                   "/etc/ocitool/config.toml].")
-@click.option("--log-level", type=click.Choice(list(LOG_LEVELS)), default="warning", show_default=True,
-              help="How much to log on stderr; 'debug' also shows tracebacks.")
-@click.pass_context
-def cli(ctx: click.Context, root: str | None, config_file: str | None, log_level: str) -> None:
-    """Pull OCI images, unpack them into bundles, and run them.
-
-    \b
-    Image stage:   pull, images, inspect, tags, rmi, gc
-    Bundle stage:  unpack, spec
-    One-shot:      run, ps, rm, prune
-    Runtime stage: runtime SUBCOMMAND (runc's commands; also the ocitool-runtime program)
-    """
-    log.configure(LOG_LEVELS[log_level], log.stderr_sink("ocitool"))
-    ctx.obj = App(Path(root) if root else default_root(), config_file)
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command and turn failures into ``ocitool: error: ...`` and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    run_guarded(lambda: _dispatch(args), lambda message: print(f"{PROG}: error: {message}", file=sys.stderr),
+                debug="debug" in args)
 
 
-def access_options(func: Any) -> Any:
-    """The registry-access flags shared by commands that talk to registries."""
-    func = click.option("--authfile", type=click.Path(dir_okay=False),
-                        help="Auth file (containers auth.json or Docker config.json format).")(func)
-    func = click.option("--creds", metavar="USER:PASS", help="Credentials for the registry.")(func)
-    func = click.option("--tls-verify", type=click.BOOL, default=None, metavar="true|false",
-                        help="Require HTTPS with a verified certificate [default: true, "
-                             "false for loopback and 'insecure' registries].")(func)
-    return func
+def _dispatch(args: list[str]) -> int | None:
+    parser = build_parser()
+    options, _ = parser.parse_known_args(args)  # just the global flags: 'runtime' passes the rest on untouched
+    if options.command == "runtime":
+        from ocitool import cli_runtime
+        cli_runtime.main(options.arguments, prog=f"{PROG} runtime")
+    options = parse_command_line(parser, _COMMANDS, args)
+    if options is None:
+        return 0
+    log.configure(LOG_LEVELS[options.log_level], log.stderr_sink(PROG))
+    options.app = App(Path(options.root) if options.root else default_root(), options.config_file)
+    return options.handler(options)
 
 
-def platform_option(func: Any) -> Any:
-    """``--platform OS/ARCH[/VARIANT]``."""
-    return click.option("--platform", "platform_text", metavar="OS/ARCH[/VARIANT]",
-                        help="Platform to choose from a multi-platform image [default: this host's].")(func)
+def build_parser() -> argparse.ArgumentParser:
+    """The global flags; the command's own are parsed by its parser."""
+    parser = Parser(PROG, DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"{PROG}, version {__version__}")
+    parser.add_argument("--root", help="State directory [default: $OCITOOL_ROOT, /var/lib/ocitool for root, "
+                                       "~/.local/share/ocitool otherwise].")
+    parser.add_argument("--config", dest="config_file", help="TOML config file [default: $OCITOOL_CONFIG, "
+                                                             "~/.config/ocitool/config.toml, /etc/ocitool/config.toml].")
+    parser.add_argument("--log-level", choices=list(LOG_LEVELS), default="warning",
+                        help="How much to log on stderr; 'debug' also shows tracebacks [default: warning].")
+    add_command_arguments(parser, _COMMANDS)
+    return parser
 
 
-def _platform(text: str | None) -> Platform | None:
-    if not text:
+# ---------------------------------------------------------------- shared flags
+
+def _access_arguments(command: argparse.ArgumentParser) -> None:
+    """The registry-access flags of commands that talk to registries."""
+    command.add_argument("--tls-verify", type=_boolean, metavar="true|false",
+                         help="Require HTTPS with a verified certificate [default: true, "
+                              "false for loopback and 'insecure' registries].")
+    command.add_argument("--creds", metavar="USER:PASS", help="Credentials for the registry.")
+    command.add_argument("--authfile", help="Auth file (containers auth.json or Docker config.json format).")
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return value
+
+
+def _access(options: argparse.Namespace) -> AccessOptions:
+    from ocitool.image.access import AccessOptions
+    return AccessOptions(options.tls_verify, options.creds, options.authfile)
+
+
+def _platform_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                         help="Platform to choose from a multi-platform image [default: this host's].")
+
+
+def _platform(options: argparse.Namespace) -> Platform | None:
+    if not options.platform:
         return None
     from ocitool.image.platform import parse_platform  # only --platform needs it
-    return parse_platform(text)
+    return parse_platform(options.platform)
+
+
+def _pull_policy_argument(command: argparse.ArgumentParser) -> None:
+    from ocitool.image.source import PULL_POLICIES  # the commands with --pull use it anyway
+    command.add_argument("--pull", choices=PULL_POLICIES, default="missing",
+                         help="When to pull IMAGE into the store first [default: missing].")
+
+
+def _format_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--format", choices=FORMATS, default="table", help="[default: table]")
 
 
 def _progress(quiet: bool) -> Progress:
     """Bars on a terminal, lines in a pipe, nothing when quiet."""
+    from ocitool.progress import LineProgress, NoProgress, TerminalProgress
     if quiet:
         return NoProgress()
     return TerminalProgress() if sys.stderr.isatty() else LineProgress()
 
 
 def _remote_ref(text: str) -> Reference:
+    from ocitool.image.reference import parse_reference
     return parse_reference(text.removeprefix(TRANSPORT))
 
 
+def _local_name(text: str) -> str:
+    from ocitool.image.reference import parse_reference
+    return str(parse_reference(text))
+
+
 def _print_json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=4))
+    import json
+    print(json.dumps(document, indent=4))
 
 
-@cli.command("pull")
-@platform_option
-@access_options
-@click.option("-q", "--quiet", is_flag=True, help="Print only the digest, no progress.")
-@click.argument("image")
-@click.pass_obj
-def pull_command(app: App, image: str, platform_text: str | None, tls_verify: bool | None, creds: str | None,
-                 authfile: str | None, quiet: bool) -> None:
+def _human_size(size: int) -> str:
+    from ocitool.progress import human_size
+    return human_size(size)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+# ---------------------------------------------------------------- image stage
+
+def pull_command(options: argparse.Namespace) -> None:
     """Pull IMAGE from its registry into the local store and print its digest.
 
-    \b
     IMAGE is a reference such as busybox, quay.io/org/app:1.2,
     localhost:5000/x@sha256:..., optionally prefixed with docker://.
     Mirrors and insecure registries come from the config file.
     Example: ocitool pull --platform linux/arm64 alpine:3.20
     """
     from ocitool.image.pull import pull  # the HTTP stack: loaded only by commands that need it
-    ref = _remote_ref(image)
-    result = pull(ref, app.store(), app.config, AccessOptions(tls_verify, creds, authfile),
-                  _platform(platform_text), _progress(quiet))
-    if not quiet:
-        click.echo(f"Pulled {result.name}" + (f" ({result.platform})" if result.platform else ""), err=True)
+    app = options.app
+    result = pull(_remote_ref(options.image), app.store(), app.config, _access(options), _platform(options),
+                  _progress(options.quiet))
+    if not options.quiet:
+        print(f"Pulled {result.name}" + (f" ({result.platform})" if result.platform else ""), file=sys.stderr)
         if result.registry_digest != result.digest:
-            click.echo(f"Converted Docker manifest {result.registry_digest} to OCI", err=True)
-    click.echo(result.digest)
+            print(f"Converted Docker manifest {result.registry_digest} to OCI", file=sys.stderr)
+    print(result.digest)
 
 
-@cli.command("images")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-@click.pass_obj
-def images_command(app: App, output_format: str) -> None:
+def _pull_arguments(command: argparse.ArgumentParser) -> None:
+    _platform_argument(command)
+    _access_arguments(command)
+    command.add_argument("-q", "--quiet", action="store_true", help="Print only the digest, no progress.")
+    command.add_argument("image", metavar="IMAGE")
+
+
+def images_command(options: argparse.Namespace) -> None:
     """List the images in the local store."""
-    rows = image_views.list_images(app.store())
-    if output_format == "json":
+    from ocitool.image.inspect import list_images
+    rows = list_images(options.app.store())
+    if options.format == "json":
         _print_json(rows)
         return
-    table = [("REPOSITORY", "TAG", "DIGEST", "PLATFORM", "CREATED", "SIZE")]
-    table += [(r["repository"], r["tag"], r["digest"].partition(":")[2][:12], r["platform"],
-               (r["created"] or "")[:19].replace("T", " "), human_size(r["size"])) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _table([("REPOSITORY", "TAG", "DIGEST", "PLATFORM", "CREATED", "SIZE")] +
+           [(r["repository"], r["tag"], r["digest"].partition(":")[2][:12], r["platform"],
+             (r["created"] or "")[:19].replace("T", " "), _human_size(r["size"])) for r in rows])
 
 
-@cli.command("inspect")
-@click.option("--raw", is_flag=True, help="Print the manifest exactly as stored (or as the registry sent it).")
-@click.option("--config", "show_config", is_flag=True, help="Print the image's config JSON.")
-@platform_option
-@access_options
-@click.argument("image")
-@click.pass_obj
-def inspect_command(app: App, image: str, raw: bool, show_config: bool, platform_text: str | None,
-                    tls_verify: bool | None, creds: str | None, authfile: str | None) -> None:
+def inspect_command(options: argparse.Namespace) -> None:
     """Show an image's details: a local one, or with docker://REF straight from its registry.
 
-    \b
     Examples: ocitool inspect busybox
               ocitool inspect --config busybox
               ocitool inspect --raw docker://localhost:5000/app:1.0
     """
-    if image.startswith(TRANSPORT):
-        _inspect_remote(app, _remote_ref(image), raw, show_config, _platform(platform_text),
-                        AccessOptions(tls_verify, creds, authfile))
+    from ocitool.image import inspect as image_views
+    if options.image.startswith(TRANSPORT):
+        _inspect_remote(options)
         return
-    local = image_views.load_local(app.store(), str(parse_reference(image)))
-    if raw:
-        click.echo(local.manifest_bytes.decode())
-    elif show_config:
+    local = image_views.load_local(options.app.store(), _local_name(options.image))
+    if options.raw:
+        print(local.manifest_bytes.decode())
+    elif options.show_config:
         _print_json(local.config)
     else:
         _print_json(image_views.summary(local.name, local.descriptor["digest"], local.manifest, local.config))
 
 
-def _inspect_remote(app: App, ref: Reference, raw: bool, show_config: bool, platform: Platform | None,
-                    access: AccessOptions) -> None:
+def _inspect_remote(options: argparse.Namespace) -> None:
+    import json
+
+    from ocitool.image.inspect import summary
+    from ocitool.image.manifest import decode_manifest
     from ocitool.image.pull import fetch_config, resolve
     from ocitool.image.remote import open_manifest
-    if raw:
-        client, response = open_manifest(ref, app.config, access)
+    ref, config, access = _remote_ref(options.image), options.app.config, _access(options)
+    if options.raw:
+        client, response = open_manifest(ref, config, access)
         client.close()
         decode_manifest(response.data, response.media_type, str(ref))
-        click.echo(response.data.decode())
+        print(response.data.decode())
         return
-    image = resolve(ref, app.config, access, platform)
+    image = resolve(ref, config, access, _platform(options))
     try:
-        config = json.loads(fetch_config(image))
-        if show_config:
-            _print_json(config)
+        image_config = json.loads(fetch_config(image))
+        if options.show_config:
+            _print_json(image_config)
         else:
             tags = image.client.list_tags(ref.repository)
-            _print_json(image_views.summary(str(ref), image.digest, image.manifest, config, tags))
+            _print_json(summary(str(ref), image.digest, image.manifest, image_config, tags))
     finally:
         image.client.close()
 
 
-@cli.command("tags")
-@access_options
-@click.argument("repository")
-@click.pass_obj
-def tags_command(app: App, repository: str, tls_verify: bool | None, creds: str | None,
-                 authfile: str | None) -> None:
+def _inspect_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--raw", action="store_true",
+                         help="Print the manifest exactly as stored (or as the registry sent it).")
+    command.add_argument("--config", dest="show_config", action="store_true", help="Print the image's config JSON.")
+    _platform_argument(command)
+    _access_arguments(command)
+    command.add_argument("image", metavar="IMAGE")
+
+
+def tags_command(options: argparse.Namespace) -> None:
     """List the tags of a repository in its registry (docker://REPO)."""
-    text = repository.removeprefix(TRANSPORT)
-    if "@" in text or ":" in text.rpartition("/")[2]:
-        raise click.UsageError(f"{repository}: give a repository without a tag or digest")
     from ocitool.image.remote import client_for
-    ref = parse_reference(text)
-    client = client_for(ref.api_host, ref.repository, app.config, AccessOptions(tls_verify, creds, authfile))
+    text = options.repository.removeprefix(TRANSPORT)
+    if "@" in text or ":" in text.rpartition("/")[2]:
+        raise UsageError(f"{options.repository}: give a repository without a tag or digest")
+    ref = _remote_ref(text)
+    client = client_for(ref.api_host, ref.repository, options.app.config, _access(options))
     try:
         _print_json({"Repository": ref.name, "Tags": client.list_tags(ref.repository)})
     finally:
         client.close()
 
 
-@cli.command("unpack")
-@click.option("--rootless", is_flag=True, help="Unpack without root privileges (automatic when not root).")
-@click.option("--pull", "pull_policy", type=click.Choice(PULL_POLICIES), default="missing", show_default=True,
-              help="When to pull IMAGE into the store first.")
-@platform_option
-@access_options
-@click.argument("image")
-@click.argument("bundle", type=click.Path(file_okay=False))
-@click.pass_obj
-def unpack_command(app: App, image: str, bundle: str, rootless: bool, pull_policy: str, platform_text: str | None,
-                   tls_verify: bool | None, creds: str | None, authfile: str | None) -> None:
+def _tags_arguments(command: argparse.ArgumentParser) -> None:
+    _access_arguments(command)
+    command.add_argument("repository", metavar="REPOSITORY")
+
+
+def rmi_command(options: argparse.Namespace) -> None:
+    """Remove images from the local store, and the blobs no other image uses."""
+    store = options.app.store()
+    for image in options.images:
+        name = _local_name(image)
+        store.remove_ref(name)
+        print(f"Untagged: {name}")
+    count, freed = store.gc()
+    print(f"Deleted {count} blobs ({_human_size(freed)})")
+
+
+def _rmi_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("images", metavar="IMAGE", nargs="+")
+
+
+def gc_command(options: argparse.Namespace) -> None:
+    """Remove blobs that no image in the store references, and leftovers of interrupted pulls."""
+    count, freed = options.app.store().gc()
+    print(f"Deleted {count} blobs ({_human_size(freed)})")
+
+
+# ---------------------------------------------------------------- bundle stage
+
+def _local_image(options: argparse.Namespace, access: AccessOptions | None = None) -> tuple[ImageStore, str]:
+    """The layout and ref holding ``options.image``, pulled first per ``--pull``."""
+    from ocitool.image.access import AccessOptions
+    from ocitool.image.source import local_image
+    app = options.app
+    return local_image(options.image, app.store, lambda: app.config, options.pull, access or AccessOptions(),
+                       _platform(options), lambda: _progress(quiet=False))
+
+
+def unpack_command(options: argparse.Namespace) -> None:
     """Unpack IMAGE into a runtime bundle directory BUNDLE (like umoci unpack).
 
-    \b
     IMAGE is a reference in the store (pulled when missing, per --pull) or
     oci:LAYOUT[:REF], e.g. the output of skopeo copy. BUNDLE must not exist
     (or be empty); it gets rootfs/, config.json, sha256_<hex>.mtree and
@@ -254,56 +335,40 @@ def unpack_command(app: App, image: str, bundle: str, rootless: bool, pull_polic
     Example: ocitool unpack busybox ./bundle && ocitool runtime run -b ./bundle box
     """
     from ocitool.bundle.unpack import unpack  # loaded only when needed: keeps 'pull' quick to start
-    store, name = local_image(image, app.store, lambda: app.config, pull_policy,
-                              AccessOptions(tls_verify, creds, authfile), _platform(platform_text),
-                              _progress(quiet=False))
-    result = unpack(store, name, Path(bundle), rootless=rootless or os.geteuid() != 0)
-    click.echo(f"Unpacked {name} ({result.manifest_digest}) into {result.bundle}", err=True)
+    store, name = _local_image(options, _access(options))
+    result = unpack(store, name, Path(options.bundle), rootless=options.rootless or os.geteuid() != 0)
+    print(f"Unpacked {name} ({result.manifest_digest}) into {result.bundle}", file=sys.stderr)
 
 
-@cli.command("spec")
-@click.option("--rootless", is_flag=True, help="A config for running as an unprivileged user.")
-@click.option("--bundle", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Directory to write config.json into.")
-def spec_command(rootless: bool, bundle: str) -> None:
+def _unpack_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--rootless", action="store_true",
+                         help="Unpack without root privileges (automatic when not root).")
+    _pull_policy_argument(command)
+    _platform_argument(command)
+    _access_arguments(command)
+    command.add_argument("image", metavar="IMAGE")
+    command.add_argument("bundle", metavar="BUNDLE")
+
+
+def spec_command(options: argparse.Namespace) -> None:
     """Write a default config.json, like runc spec (no image needed)."""
     from ocitool.bundle.spec import default_spec, write_spec
-    path = Path(bundle) / "config.json"
+    path = Path(options.bundle) / "config.json"
     if path.exists():
         raise OcitoolError(f"{path} already exists; remove it first")
-    write_spec(Path(bundle), default_spec(rootless=rootless))
+    write_spec(Path(options.bundle), default_spec(rootless=options.rootless))
 
 
-@cli.command("run", context_settings={"allow_interspersed_args": False})
-@click.option("--rm", "remove", is_flag=True, help="Remove the container and its writable layer when it exits.")
-@click.option("-e", "--env", multiple=True, metavar="K=V", help="Set an environment variable (K alone: take ours).")
-@click.option("--env-file", multiple=True, type=click.Path(dir_okay=False), help="Read K=V lines from a file.")
-@click.option("-w", "--workdir", help="Working directory inside the container.")
-@click.option("-u", "--user", metavar="USER[:GROUP]", help="Name or id, resolved in the image's /etc/passwd.")
-@click.option("--entrypoint", help="Replace the image's Entrypoint ('' clears it).")
-@click.option("-v", "--volume", multiple=True, metavar="SRC:DST[:ro]", help="Bind-mount a host path.")
-@click.option("--read-only", is_flag=True, help="Mount the container's root read-only.")
-@click.option("--hostname", help="Container hostname [default: the container id].")
-@click.option("--network", type=click.Choice(["host", "none"]), default="host", show_default=True,
-              help="host: share ours; none: a new network namespace with only lo.")
-@click.option("-m", "--memory", metavar="BYTES", help="Memory limit (b, k, m, g suffixes).")
-@click.option("--pids-limit", type=int, help="Maximum number of processes.")
-@click.option("--cpus", type=float, help="CPU quota in CPUs, e.g. 0.5.")
-@click.option("--cap-add", multiple=True, help="Add a capability (or ALL).")
-@click.option("--cap-drop", multiple=True, help="Drop a capability (or ALL).")
-@click.option("-t", "--tty", is_flag=True, help="Give the container a terminal.")
-@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open for the container.")
-@click.option("--name", help="Container name (an id otherwise).")
-@click.option("--pull", "pull_policy", type=click.Choice(PULL_POLICIES), default="missing", show_default=True)
-@platform_option
-@click.argument("image")
-@click.argument("command", nargs=-1)
-@click.pass_obj
-def run_command(app: App, image: str, command: tuple[str, ...], pull_policy: str, platform_text: str | None,
-                **flags: Any) -> None:
+def _spec_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--rootless", action="store_true", help="A config for running as an unprivileged user.")
+    command.add_argument("--bundle", default=".", help="Directory to write config.json into [default: .].")
+
+
+# ---------------------------------------------------------------- one-shot run
+
+def run_command(options: argparse.Namespace) -> int:
     """Run COMMAND (default: the image's) in a new container from IMAGE: pull, unpack, run.
 
-    \b
     The image is pulled when missing (--pull), unpacked once into a cache
     shared by later runs, and each run writes to its own overlay layer.
     As root the container gets Docker's default capabilities and seccomp
@@ -315,117 +380,108 @@ def run_command(app: App, image: str, command: tuple[str, ...], pull_policy: str
     """
     from ocitool.run import RunOptions, parse_bytes, run_image  # the run stack is big: load it only here
     try:
-        options = RunOptions(command=list(command), entrypoint=flags["entrypoint"], env=list(flags["env"]),
-                             env_files=list(flags["env_file"]), workdir=flags["workdir"], user=flags["user"],
-                             volumes=list(flags["volume"]), read_only=flags["read_only"],
-                             hostname=flags["hostname"], network=flags["network"],
-                             memory=parse_bytes(flags["memory"]) if flags["memory"] else None,
-                             pids_limit=flags["pids_limit"], cpus=flags["cpus"], cap_add=list(flags["cap_add"]),
-                             cap_drop=list(flags["cap_drop"]), tty=flags["tty"], interactive=flags["interactive"],
-                             name=flags["name"], remove=flags["remove"])
-        store, name = local_image(image, app.store, lambda: app.config, pull_policy, AccessOptions(),
-                                  _platform(platform_text), _progress(quiet=False))
-        code = run_image(app.root, store, name, options)
+        run_options = RunOptions(command=options.command_args, entrypoint=options.entrypoint, env=options.env,
+                                 env_files=options.env_file, workdir=options.workdir, user=options.user,
+                                 volumes=options.volume, read_only=options.read_only, hostname=options.hostname,
+                                 network=options.network,
+                                 memory=parse_bytes(options.memory) if options.memory else None,
+                                 pids_limit=options.pids_limit, cpus=options.cpus, cap_add=options.cap_add,
+                                 cap_drop=options.cap_drop, tty=options.tty, interactive=options.interactive,
+                                 name=options.name, remove=options.rm)
+        store, name = _local_image(options)
+        return run_image(options.app.root, store, name, run_options)
     except OcitoolError as exc:
         exc.exit_code = exc.exit_code if exc.exit_code in (126, 127) else RUN_FAILED
         raise
-    raise click.exceptions.Exit(code)
 
 
-@cli.command("ps")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_obj
-def ps_command(app: App, output_format: str) -> None:
+def _run_arguments(command: argparse.ArgumentParser) -> None:
+    command.usage_status = RUN_FAILED  # Docker's status for a bad run flag
+    add = command.add_argument
+    add("--rm", action="store_true", help="Remove the container and its writable layer when it exits.")
+    add("-e", "--env", action="append", default=[], metavar="K=V",
+        help="Set an environment variable (K alone: take ours).")
+    add("--env-file", action="append", default=[], metavar="FILE", help="Read K=V lines from a file.")
+    add("-w", "--workdir", help="Working directory inside the container.")
+    add("-u", "--user", metavar="USER[:GROUP]", help="Name or id, resolved in the image's /etc/passwd.")
+    add("--entrypoint", help="Replace the image's Entrypoint ('' clears it).")
+    add("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="Bind-mount a host path.")
+    add("--read-only", action="store_true", help="Mount the container's root read-only.")
+    add("--hostname", help="Container hostname [default: the container id].")
+    add("--network", choices=("host", "none"), default="host",
+        help="host: share ours; none: a new network namespace with only lo [default: host].")
+    add("-m", "--memory", metavar="BYTES", help="Memory limit (b, k, m, g suffixes).")
+    add("--pids-limit", type=int, metavar="N", help="Maximum number of processes.")
+    add("--cpus", type=float, metavar="N", help="CPU quota in CPUs, e.g. 0.5.")
+    add("--cap-add", action="append", default=[], metavar="CAP", help="Add a capability (or ALL).")
+    add("--cap-drop", action="append", default=[], metavar="CAP", help="Drop a capability (or ALL).")
+    add("-t", "--tty", action="store_true", help="Give the container a terminal.")
+    add("-i", "--interactive", action="store_true", help="Keep stdin open for the container.")
+    add("--name", help="Container name (an id otherwise).")
+    _pull_policy_argument(command)
+    _platform_argument(command)
+    add("image", metavar="IMAGE")
+    add("command_args", metavar="COMMAND", nargs=argparse.REMAINDER, help="The command and its arguments.")
+
+
+def ps_command(options: argparse.Namespace) -> None:
     """List containers kept by 'ocitool run' (runs without --rm)."""
     from ocitool.run import list_runs
-    rows = list_runs(app.root)
-    if output_format == "json":
+    rows = list_runs(options.app.root)
+    if options.format == "json":
         _print_json(rows)
         return
-    click.echo(f"{'CONTAINER ID':<14} {'IMAGE':<40} {'COMMAND':<24} {'CREATED':<26} STATUS")
+    print(f"{'CONTAINER ID':<14} {'IMAGE':<40} {'COMMAND':<24} {'CREATED':<26} STATUS")
     for row in rows:
         status = row["status"] + (f" ({row['exit_code']})" if row.get("exit_code") is not None else "")
-        click.echo(f"{row['id']:<14} {row['image']:<40} {' '.join(row['command'])[:24]:<24} "
-                   f"{row['created']:<26} {status}")
+        print(f"{row['id']:<14} {row['image']:<40} {' '.join(row['command'])[:24]:<24} "
+              f"{row['created']:<26} {status}")
 
 
-@cli.command("rm")
-@click.option("-f", "--force", is_flag=True, help="Stop the container first if it is running.")
-@click.argument("containers", nargs=-1, required=True)
-@click.pass_obj
-def rm_command(app: App, containers: tuple[str, ...], force: bool) -> None:
+def rm_command(options: argparse.Namespace) -> None:
     """Remove containers kept by 'ocitool run', with their writable layers."""
     from ocitool.run import remove_run
-    for container_id in containers:
-        remove_run(app.root, container_id, force)
-        click.echo(container_id)
+    for container_id in options.containers:
+        remove_run(options.app.root, container_id, options.force)
+        print(container_id)
 
 
-@cli.command("prune")
-@click.pass_obj
-def prune_command(app: App) -> None:
+def _rm_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("-f", "--force", action="store_true", help="Stop the container first if it is running.")
+    command.add_argument("containers", metavar="CONTAINER", nargs="+")
+
+
+def prune_command(options: argparse.Namespace) -> None:
     """Remove every container that is not running."""
     from ocitool.run import prune_runs
-    for container_id in prune_runs(app.root):
-        click.echo(container_id)
+    for container_id in prune_runs(options.app.root):
+        print(container_id)
 
 
-@cli.command("rmi")
-@click.argument("images", nargs=-1, required=True)
-@click.pass_obj
-def rmi_command(app: App, images: tuple[str, ...]) -> None:
-    """Remove images from the local store, and the blobs no other image uses."""
-    store = app.store()
-    for image in images:
-        name = str(parse_reference(image))
-        store.remove_ref(name)
-        click.echo(f"Untagged: {name}")
-    count, freed = store.gc()
-    click.echo(f"Deleted {count} blobs ({human_size(freed)})")
-
-
-@cli.command("gc")
-@click.pass_obj
-def gc_command(app: App) -> None:
-    """Remove blobs that no image in the store references, and leftovers of interrupted pulls."""
-    count, freed = app.store().gc()
-    click.echo(f"Deleted {count} blobs ({human_size(freed)})")
-
-
-@cli.command("runtime", add_help_option=False,
-             context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def runtime_command(args: tuple[str, ...]) -> None:
+def runtime_command(options: argparse.Namespace) -> None:
     """The OCI runtime: runc's commands and flags (also the ocitool-runtime program).
 
     Example: ocitool runtime run --bundle ./bundle mybox   (see 'ocitool runtime --help')
     """
-    from ocitool import cli_runtime
-    cli_runtime.main(list(args), prog="ocitool runtime")
+    raise AssertionError("handled by _dispatch before parsing")  # listed here for the help text
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI and turn failures into ``ocitool: error: ...`` and an exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    run_guarded(lambda: _click_main(args), lambda message: click.echo(f"ocitool: error: {message}", err=True),
-                debug="debug" in args)
+def _no_arguments(command: argparse.ArgumentParser) -> None:
+    """A command without flags."""
 
 
-def _click_main(args: list[str]) -> int | None:
-    """Run click without its own error printing and exits; its errors become ocitool's."""
-    try:
-        return cli.main(args=args, prog_name="ocitool", standalone_mode=False)
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        raise UsageError(exc.format_message() + hint, _usage_status(exc)) from None
-    except click.ClickException as exc:
-        error = OcitoolError(exc.format_message())
-        error.exit_code = exc.exit_code
-        raise error from None
-    except click.Abort:
-        raise KeyboardInterrupt from None
-
-
-def _usage_status(exc: click.UsageError) -> int:
-    """Docker's 125 for a bad ``run`` option, 2 (click's) elsewhere."""
-    return RUN_FAILED if exc.ctx and exc.ctx.command.name == "run" else 2
+_COMMANDS: Commands = {
+    "pull": (pull_command, _pull_arguments),
+    "images": (images_command, _format_argument),
+    "inspect": (inspect_command, _inspect_arguments),
+    "tags": (tags_command, _tags_arguments),
+    "unpack": (unpack_command, _unpack_arguments),
+    "spec": (spec_command, _spec_arguments),
+    "run": (run_command, _run_arguments),
+    "ps": (ps_command, _format_argument),
+    "rm": (rm_command, _rm_arguments),
+    "prune": (prune_command, _no_arguments),
+    "rmi": (rmi_command, _rmi_arguments),
+    "gc": (gc_command, _no_arguments),
+    "runtime": (runtime_command, _no_arguments),
+}

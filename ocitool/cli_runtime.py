@@ -15,11 +15,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ocitool import __version__, log
-from ocitool.cli_common import run_guarded
+from ocitool.cli_common import Commands, Parser, add_command_arguments, parse_command_line, run_guarded
 from ocitool.errors import OcitoolError, UsageError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
@@ -38,31 +37,6 @@ Lifecycle:  create, start, state, kill, delete   (or run = create + start + wait
 Inspect:    list, ps, features                     Other: exec, spec
 Example:    ocitool-runtime run --bundle ./bundle mybox"""
 
-Handler = Callable[[argparse.Namespace], "int | None"]
-
-
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's help layout, sized to the terminal without importing ``shutil`` (~3 ms with
-    the compression modules it loads), which argparse would do for every argument."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (ValueError, OSError, AttributeError):
-            columns = 80
-        super().__init__(prog, width=max(columns - 2, 40))
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors are raised (one line, exit status 2), not printed with the usage text."""
-
-    def __init__(self, prog: str, description: str | None) -> None:
-        super().__init__(prog=prog, description=description, formatter_class=Formatter, allow_abbrev=False)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
 def main(argv: list[str] | None = None, prog: str = PROG) -> NoReturn:
     """Entry point of ``ocitool-runtime``: runc-style errors and exit codes."""
     args = sys.argv[1:] if argv is None else argv
@@ -72,24 +46,16 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> NoReturn:
 
 def _dispatch(prog: str, args: list[str]) -> int | None:
     """Parse the global flags, then the subcommand's (whose parser alone is built), and run it."""
-    parser = build_parser(prog)
-    try:
-        options = parser.parse_args(args)
-        if not options.command:
-            parser.print_help()
-            return 0
-        command_parser(prog, options.command).parse_args(options.arguments, namespace=options)
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else 0
+    options = parse_command_line(build_parser(prog), _COMMANDS, args)
+    if options is None:
+        return 0
     _configure_logging(options.log, options.log_format, options.debug)
     return options.handler(options)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    """runc's global flags; the subcommand's own arguments are left for :func:`command_parser`."""
+    """runc's global flags; the subcommand's own arguments are left for the command's parser."""
     parser = Parser(prog, DESCRIPTION)
-    parser.epilog = "Commands:\n" + "\n".join(f"  {name:<10} {handler.__doc__}"
-                                               for name, (handler, _) in _COMMANDS.items())
     parser.add_argument("-v", "--version", action="version",
                         version=f"{PROG} version {__version__}\nspec: {RUNTIME_SPEC_VERSION}")
     parser.add_argument("--root", help="State directory [default: /run/ocitool-runtime, "
@@ -100,18 +66,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--systemd-cgroup", action="store_true",
                         help="Accepted for runc compatibility; cgroupfs is used.")
     parser.add_argument("--rootless", choices=["true", "false", "auto"], default="auto", help=argparse.SUPPRESS)
-    parser.add_argument("command", metavar="COMMAND", nargs="?", choices=list(_COMMANDS),
-                        help="See the list below; 'COMMAND --help' shows its flags.")
-    parser.add_argument("arguments", metavar="...", nargs=argparse.REMAINDER, help="The command's flags and arguments.")
-    return parser
-
-
-def command_parser(prog: str, name: str) -> argparse.ArgumentParser:
-    """The parser of subcommand ``name``: its flags and arguments, runc's."""
-    handler, add_arguments = _COMMANDS[name]
-    parser = Parser(f"{prog} {name}", handler.__doc__)
-    add_arguments(parser)
-    parser.set_defaults(handler=handler)
+    add_command_arguments(parser, _COMMANDS)
     return parser
 
 
@@ -367,7 +322,7 @@ def _no_arguments(command: argparse.ArgumentParser) -> None:
     """A subcommand without flags."""
 
 
-_COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None]]] = {
+_COMMANDS: Commands = {
     "spec": (spec_command, _spec_arguments),
     "create": (create_command, _create_arguments),
     "start": (start_command, _id_argument),

@@ -5,15 +5,17 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Protocol, TextIO
 
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Protocol, TextIO
 
-class Progress(Protocol):
-    """Receives download events; the CLI renders them (bars, lines or nothing)."""
+    class Progress(Protocol):
+        """Receives download events; the CLI renders them (bars, lines or nothing)."""
 
-    def start(self, digest: str, size: int, kind: str) -> None: ...
-    def advance(self, digest: str, nbytes: int) -> None: ...
-    def finish(self, digest: str, note: str) -> None: ...
+        def start(self, digest: str, size: int, kind: str) -> None: ...
+        def advance(self, digest: str, nbytes: int) -> None: ...
+        def finish(self, digest: str, note: str) -> None: ...
 
 
 class NoProgress:

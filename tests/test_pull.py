@@ -262,6 +262,30 @@ def test_python_dash_m_and_help():
     assert out.returncode == 0 and "pull" in out.stdout
 
 
+COMMANDS = ["pull", "images", "inspect", "tags", "unpack", "spec", "run", "ps", "rm", "prune", "rmi", "gc"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    top = subprocess.run([sys.executable, "-m", "ocitool", "--help"], capture_output=True, text=True).stdout
+    assert f"\n  {command} " in top                       # listed, with its one-line summary
+    out = subprocess.run([sys.executable, "-m", "ocitool", command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith(f"usage: ocitool {command} ") and out.stderr == ""
+
+
+@pytest.mark.parametrize(("args", "status", "message"), [
+    (["pull"], 2, "the following arguments are required: IMAGE (see 'ocitool pull --help')"),
+    (["pull", "--tls-verify", "maybe", "x"], 2, "argument --tls-verify: 'maybe' is not true or false"),
+    (["--log-level", "loud", "images"], 2, "argument --log-level: invalid choice: 'loud'"),
+    (["frobnicate"], 2, "argument COMMAND: invalid choice: 'frobnicate'"),
+    (["run", "--no-such-flag", "busybox"], 125, "unrecognized arguments: --no-such-flag (see 'ocitool run --help')"),
+])
+def test_usage_errors_are_one_line(args, status, message):
+    out = subprocess.run([sys.executable, "-m", "ocitool", *args], capture_output=True, text=True)
+    assert out.returncode == status and out.stdout == ""
+    assert out.stderr.startswith("ocitool: error: ") and message in out.stderr and out.stderr.count("\n") == 1
+
+
 def test_progress_bars_on_a_terminal(ocitool, registry):
     """On a terminal each layer gets a bar redrawn in place; in a pipe, one plain line per blob."""
     import os

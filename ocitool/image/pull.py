@@ -23,8 +23,12 @@ from ocitool.image.registry import RegistryClient
 from ocitool.image.access import AccessOptions
 from ocitool.image.remote import open_manifest
 from ocitool.image.store import ImageStore
-from ocitool.progress import NoProgress, Progress
+from ocitool.progress import NoProgress
 from ocitool.log import get_logger
+
+TYPE_CHECKING = False  # type checkers treat this as True; this import serves annotations only
+if TYPE_CHECKING:
+    from ocitool.progress import Progress
 
 log = get_logger(__name__)
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
