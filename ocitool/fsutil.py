@@ -53,3 +53,35 @@ def write_in_one_call(path: str, data: str) -> None:
         os.write(fd, data.encode())
     finally:
         os.close(fd)
+
+
+def remove_tree(path: str | Path) -> None:
+    """Remove a directory tree as far as possible, like ``shutil.rmtree(path, ignore_errors=True)``.
+
+    Without importing ``shutil`` and the compression modules it loads (~3 ms of a runtime
+    ``delete`` and of every ``run --rm``). ``os.fwalk`` works on directory fds and never
+    follows a symlink, which is removed itself, so a tree a container wrote cannot lead
+    the removal outside it; a ``path`` that is a symlink is left alone.
+    """
+    try:
+        for _, dirs, files, fd in os.fwalk(path, topdown=False):
+            for name in files:
+                _remove_entry(name, fd, directory=False)
+            for name in dirs:
+                _remove_entry(name, fd, directory=True)
+        os.rmdir(path)
+    except OSError:  # gone already (fwalk's stat of path), or not empty: removed as far as possible
+        pass
+
+
+def _remove_entry(name: str, dir_fd: int, directory: bool) -> None:
+    try:
+        if directory:
+            try:
+                os.rmdir(name, dir_fd=dir_fd)
+            except NotADirectoryError:  # fwalk lists a symlink to a directory among the directories
+                os.unlink(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass

@@ -14,17 +14,16 @@ root, so the overlay mount and the container's namespaces need no privilege.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import os
 import re
-import shutil
+import time
 from pathlib import Path
 
 from ocitool.bundle.convert import resolve_user, runtime_config
 from ocitool.errors import OcitoolError
-from ocitool.fsutil import atomic_write
+from ocitool.fsutil import atomic_write, remove_tree
 from ocitool.image.inspect import load_local
 from ocitool.runtime import container, seccomp, syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
@@ -294,6 +293,7 @@ def _prepare_bundle(run_dir: Path, lower: Path, spec: dict[str, Any], volatile: 
     except OSError as exc:
         log.info("overlayfs unavailable (%s); copying the image's rootfs for this run", exc.strerror)
         rootfs.rmdir()
+        import shutil  # only this fallback needs it
         shutil.copytree(lower, rootfs, symlinks=True)
     atomic_write(bundle / "config.json", json.dumps(spec, indent=2).encode(), durable=False)
     return bundle
@@ -332,7 +332,7 @@ def _finish(run_dir: Path, code: int | None, remove: bool) -> None:
     with contextlib.suppress(OSError):
         syscalls.umount2(str(run_dir / "bundle" / "rootfs"), syscalls.MNT_DETACH)
     if remove:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)
         return
     record = read_record(run_dir)
     record.update(status="exited", exit_code=code, finished=_now())
@@ -354,7 +354,7 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())  # datetime's isoformat, without datetime
 
 
 def _owner() -> list[int]:
@@ -377,7 +377,7 @@ def clean_up_abandoned_runs(root: Path) -> None:
         if run_dir.name in runtime.ids():
             container.delete(runtime, run_dir.name, force=True)
         if record.get("remove"):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_tree(run_dir)
         else:
             record.update(status="exited", exit_code=None, finished=_now())
             _write_record(run_dir, record)
@@ -408,7 +408,7 @@ def remove_run(root: Path, container_id: str, force: bool = False) -> None:
         if runtime.status(runtime.load(container_id)) == "running" and not force:
             raise OcitoolError(f"container {container_id} is running: stop it or use --force")
         container.delete(runtime, container_id, force=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    remove_tree(run_dir)
 
 
 def prune_runs(root: Path) -> list[str]:

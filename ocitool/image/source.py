@@ -8,7 +8,6 @@ from ocitool.image.access import AccessOptions
 from ocitool.errors import NotFoundError, OcitoolError, StoreError
 from ocitool.image.reference import parse_reference
 from ocitool.image.store import ImageStore
-from ocitool.progress import NoProgress
 
 TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
@@ -24,12 +23,12 @@ LAYOUT_PREFIX = "oci:"
 
 def local_image(text: str, open_store: Callable[[], ImageStore], get_config: Callable[[], Config],
                 policy: str = "missing", access: AccessOptions = AccessOptions(), platform: Platform | None = None,
-                progress: Callable[[], Progress] = NoProgress) -> tuple[ImageStore, str]:
+                progress: Callable[[], Progress] | None = None) -> tuple[ImageStore, str]:
     """The layout and ref name holding IMAGE ``text``, pulling it into the store when the policy says so.
 
     ``open_store`` is called only for store references, so ``oci:`` sources leave no store behind;
-    ``get_config`` and ``progress`` (which makes the pull's progress display) only when a pull
-    happens, so an image already in the store needs no config file.
+    ``get_config`` and ``progress`` (which makes the pull's progress display; None shows nothing)
+    only when a pull happens, so an image already in the store needs no config file.
     """
     if text.startswith(LAYOUT_PREFIX):
         return open_layout_reference(text[len(LAYOUT_PREFIX):])
@@ -41,7 +40,8 @@ def local_image(text: str, open_store: Callable[[], ImageStore], get_config: Cal
     present = name in store.refs()
     if policy == "always" or (policy == "missing" and not present):
         from ocitool.image.pull import pull  # the HTTP stack loads only when a pull happens
-        pull(ref, store, get_config(), access, platform, progress())
+        from ocitool.progress import NoProgress
+        pull(ref, store, get_config(), access, platform, (progress or NoProgress)())
     elif not present:
         raise NotFoundError(f"image {name} is not in the store and --pull=never forbids pulling it")
     return store, name

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ocitool.errors import OcitoolError
-from ocitool.fsutil import atomic_write
+from ocitool.fsutil import atomic_write, remove_tree
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
 if TYPE_CHECKING:
@@ -123,9 +123,7 @@ class StateStore:
             raise OcitoolError(f"state of container {container_id} is corrupt ({path}): {exc}") from None
 
     def remove(self, container_id: str) -> None:
-        import shutil  # ~2 ms to import: only delete needs it
-
-        shutil.rmtree(self.directory(container_id), ignore_errors=True)
+        remove_tree(self.directory(container_id))
 
     def ids(self) -> list[str]:
         """Ids of every container with a complete state file."""
