@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from ocitool import __version__, log
-from ocitool.cli_common import Commands, Parser, add_command_arguments, parse_command_line, run_guarded
+from ocitool.cli_common import (Commands, Parser, add_command_arguments, parse_command_flags, parse_global_flags,
+                                run_guarded)
 from ocitool.config import default_root, load_config
 from ocitool.errors import OcitoolError, UsageError
 
@@ -72,13 +73,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _dispatch(args: list[str]) -> int | None:
-    parser = build_parser()
-    options, _ = parser.parse_known_args(args)  # just the global flags: 'runtime' passes the rest on untouched
-    if options.command == "runtime":
+    options = parse_global_flags(build_parser(), args)
+    if options is not None and options.command == "runtime":  # its arguments go on untouched
         from ocitool import cli_runtime
         cli_runtime.main(options.arguments, prog=f"{PROG} runtime")
-    options = parse_command_line(parser, _COMMANDS, args)
-    if options is None:
+    if options is None or not parse_command_flags(PROG, _COMMANDS, options):
         return 0
     log.configure(LOG_LEVELS[options.log_level], log.stderr_sink(PROG))
     options.app = App(Path(options.root) if options.root else default_root(), options.config_file)
@@ -463,7 +462,7 @@ def runtime_command(options: argparse.Namespace) -> None:
 
     Example: ocitool runtime run --bundle ./bundle mybox   (see 'ocitool runtime --help')
     """
-    raise AssertionError("handled by _dispatch before parsing")  # listed here for the help text
+    raise AssertionError("_dispatch hands 'runtime' to cli_runtime")  # listed here for the help text
 
 
 def _no_arguments(command: argparse.ArgumentParser) -> None:

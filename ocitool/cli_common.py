@@ -66,17 +66,25 @@ def add_command_arguments(parser: argparse.ArgumentParser, commands: Commands) -
     parser.add_argument("arguments", metavar="...", nargs=argparse.REMAINDER, help="The command's flags and arguments.")
 
 
-def parse_command_line(parser: argparse.ArgumentParser, commands: Commands, args: list[str]) -> argparse.Namespace | None:
-    """Global flags, then the command's own (with ``handler`` set); None once help or the version was printed."""
+def parse_global_flags(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace | None:
+    """The global flags, the command and its unparsed ``arguments``; None once help or the version was printed."""
     try:
         options = parser.parse_args(args)
-        if not options.command:
-            parser.print_help()
-            return None
-        command_parser(parser.prog, commands, options.command).parse_args(options.arguments, namespace=options)
     except SystemExit:  # --help and --version, which argparse prints and exits 0 for
         return None
+    if not options.command:
+        parser.print_help()
+        return None
     return options
+
+
+def parse_command_flags(prog: str, commands: Commands, options: argparse.Namespace) -> bool:
+    """Add the command's flags and ``handler`` to ``options``; False once its help was printed."""
+    try:
+        command_parser(prog, commands, options.command).parse_args(options.arguments, namespace=options)
+    except SystemExit:
+        return False
+    return True
 
 
 def command_parser(prog: str, commands: Commands, name: str) -> argparse.ArgumentParser:

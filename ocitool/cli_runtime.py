@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from ocitool import __version__, log
-from ocitool.cli_common import Commands, Parser, add_command_arguments, parse_command_line, run_guarded
+from ocitool.cli_common import (Commands, Parser, add_command_arguments, parse_command_flags, parse_global_flags,
+                                run_guarded)
 from ocitool.errors import OcitoolError, UsageError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> NoReturn:
 
 def _dispatch(prog: str, args: list[str]) -> int | None:
     """Parse the global flags, then the subcommand's (whose parser alone is built), and run it."""
-    options = parse_command_line(build_parser(prog), _COMMANDS, args)
-    if options is None:
+    options = parse_global_flags(build_parser(prog), args)
+    if options is None or not parse_command_flags(prog, _COMMANDS, options):
         return 0
     _configure_logging(options.log, options.log_format, options.debug)
     return options.handler(options)

@@ -62,7 +62,11 @@ class CreateOptions(ProcessOptions):
 def create(store: StateStore, container_id: str, options: CreateOptions) -> tuple[ContainerState, int | None]:
     """Set up the container and leave its init waiting for ``start``; return it and its pty master."""
     bundle = options.bundle.absolute()
-    spec = load_spec(bundle)
+    return _create(store, container_id, options, bundle, load_spec(bundle))
+
+
+def _create(store: StateStore, container_id: str, options: CreateOptions, bundle: Path,
+            spec: dict[str, Any]) -> tuple[ContainerState, int | None]:
     _check_console(spec["process"], options)
     prepared = _prepare(spec, store)
     directory = store.reserve(container_id)
@@ -212,6 +216,12 @@ def _receive_console(channel: Channel, process: dict[str, Any], options: Process
 def start(store: StateStore, container_id: str) -> ContainerState:
     """Let a created container's init exec the process; run poststart hooks."""
     state = store.load(container_id)
+    _start(store, state, lambda: load_spec(Path(state.bundle)))
+    return state
+
+
+def _start(store: StateStore, state: ContainerState, get_spec: Callable[[], dict[str, Any]]) -> None:
+    container_id = state.id
     status = store.status(state)
     if status != "created":
         raise OcitoolError(f"container {container_id} is {status}, not created: cannot start it")
@@ -223,9 +233,7 @@ def start(store: StateStore, container_id: str) -> ContainerState:
     os.write(fd, b"0")
     os.close(fd)
     fifo.unlink()  # from now on the status is "running"
-    spec = load_spec(Path(state.bundle))
-    hooks.run_hooks(spec, "poststart", state.oci_state("running"), fatal=False)
-    return state
+    hooks.run_hooks(get_spec(), "poststart", state.oci_state("running"), fatal=False)
 
 
 def run(store: StateStore, container_id: str, options: CreateOptions, detach: bool,
@@ -235,12 +243,14 @@ def run(store: StateStore, container_id: str, options: CreateOptions, detach: bo
     if not detach:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init is a grandchild: reap it ourselves
         options.foreground = True
-    state, master = create(store, container_id, options)
+    bundle = options.bundle.absolute()
+    spec = load_spec(bundle)  # read once for create, start and delete
+    state, master = _create(store, container_id, options, bundle, spec)
     try:
         on_created(state)
-        start(store, container_id)
+        _start(store, state, lambda: spec)
     except BaseException:
-        delete(store, container_id, force=True)
+        _delete(store, state, lambda: spec, force=True)
         raise
     if detach:
         return 0
@@ -250,7 +260,7 @@ def run(store: StateStore, container_id: str, options: CreateOptions, detach: bo
             log.warning("container %s was killed for exceeding its memory limit", container_id)
         return code
     finally:
-        delete(store, container_id, force=True)
+        _delete(store, state, lambda: spec, force=True)
 
 
 def wait_foreground(pid: int, master: int | None) -> int:
@@ -299,17 +309,20 @@ def kill(store: StateStore, container_id: str, sig: int, all_processes: bool = F
 def delete(store: StateStore, container_id: str, force: bool = False) -> None:
     """Remove a stopped (or, with ``force``, any) container: its processes, cgroup, state; then poststop hooks."""
     state = store.load(container_id)
+    _delete(store, state, lambda: load_spec(Path(state.bundle)), force)
+
+
+def _delete(store: StateStore, state: ContainerState, get_spec: Callable[[], dict[str, Any]], force: bool) -> None:
     status = store.status(state)
     if status == "running" and not force:
-        raise OcitoolError(f"container {container_id} is running: stop it first or use --force")
+        raise OcitoolError(f"container {state.id} is running: stop it first or use --force")
     if status != "stopped":
         _stop(state.pid)
     manager = cgroups.manager_from_state(state.cgroup)
     manager.destroy()
-    store.remove(container_id)
+    store.remove(state.id)
     with contextlib.suppress(OcitoolError):
-        spec = load_spec(Path(state.bundle))
-        hooks.run_hooks(spec, "poststop", state.oci_state("stopped"), fatal=False)
+        hooks.run_hooks(get_spec(), "poststop", state.oci_state("stopped"), fatal=False)
 
 
 def exec_process(store: StateStore, container_id: str, process: dict[str, Any], options: ProcessOptions,
