@@ -1,5 +1,5 @@
 """Allow ``python -m ocitool``."""
 
-from ocitool.cli import main
+from ocitool.entry import ocitool
 
-main()
+ocitool()
