@@ -387,3 +387,18 @@ def test_cgroup_namespace_is_rooted_at_the_container_cgroup(runtime, tmp_path):
     bundle = make_bundle(tmp_path / "b", ["cat", "/proc/self/cgroup"])
     lines = runtime.run(bundle, name="rooted").stdout.splitlines()
     assert lines and all(line.endswith(":/") for line in lines), lines
+
+
+def test_run_loads_only_what_it_needs(runtime, tmp_path):
+    """Engines start the runtime several times per container: a plain run must not load modules
+    that cost milliseconds to import for little use (hooks would load subprocess; there are none)."""
+    bundle = make_bundle(tmp_path / "b", ["true"])
+    result = subprocess.run([*RUNTIME, "--root", str(runtime.state_root), "run", "--bundle", str(bundle), "lean"],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    loaded = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "ocitool.runtime.container" in loaded  # the profile is there
+    unneeded = {"click", "typing", "dataclasses", "logging", "shutil", "datetime", "threading", "subprocess",
+                "tempfile", "hashlib", "socket"}  # in the runtime, nor in the init (its imports are listed too)
+    assert not loaded & unneeded
