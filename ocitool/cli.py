@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from ocitool import __version__, log
-from ocitool.cli_common import (Commands, Parser, add_command_arguments, parse_command_flags, parse_global_flags,
-                                run_guarded)
+from ocitool.cli_common import (Commands, Parser, add_command_arguments, no_arguments, parse_command_flags,
+                                parse_global_flags, run_guarded)
 from ocitool.config import default_root, load_config
 from ocitool.errors import OcitoolError, UsageError
 
@@ -351,11 +351,8 @@ def _unpack_arguments(command: argparse.ArgumentParser) -> None:
 
 def spec_command(options: argparse.Namespace) -> None:
     """Write a default config.json, like runc spec (no image needed)."""
-    from ocitool.bundle.spec import default_spec, write_spec
-    path = Path(options.bundle) / "config.json"
-    if path.exists():
-        raise OcitoolError(f"{path} already exists; remove it first")
-    write_spec(Path(options.bundle), default_spec(rootless=options.rootless))
+    from ocitool.bundle.spec import write_new_spec
+    write_new_spec(Path(options.bundle), options.rootless)
 
 
 def _spec_arguments(command: argparse.ArgumentParser) -> None:
@@ -465,10 +462,6 @@ def runtime_command(options: argparse.Namespace) -> None:
     raise AssertionError("_dispatch hands 'runtime' to cli_runtime")  # listed here for the help text
 
 
-def _no_arguments(command: argparse.ArgumentParser) -> None:
-    """A command without flags."""
-
-
 _COMMANDS: Commands = {
     "pull": (pull_command, _pull_arguments),
     "images": (images_command, _format_argument),
@@ -479,8 +472,8 @@ _COMMANDS: Commands = {
     "run": (run_command, _run_arguments),
     "ps": (ps_command, _format_argument),
     "rm": (rm_command, _rm_arguments),
-    "prune": (prune_command, _no_arguments),
+    "prune": (prune_command, no_arguments),
     "rmi": (rmi_command, _rmi_arguments),
-    "gc": (gc_command, _no_arguments),
-    "runtime": (runtime_command, _no_arguments),
+    "gc": (gc_command, no_arguments),
+    "runtime": (runtime_command, no_arguments),
 }

@@ -87,6 +87,10 @@ def parse_command_flags(prog: str, commands: Commands, options: argparse.Namespa
     return True
 
 
+def no_arguments(command: argparse.ArgumentParser) -> None:
+    """The flags of a command that has none."""
+
+
 def command_parser(prog: str, commands: Commands, name: str) -> argparse.ArgumentParser:
     """The parser of command ``name``: its flags and arguments."""
     handler, add_arguments = commands[name]

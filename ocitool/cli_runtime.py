@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from ocitool import __version__, log
-from ocitool.cli_common import (Commands, Parser, add_command_arguments, parse_command_flags, parse_global_flags,
-                                run_guarded)
+from ocitool.cli_common import (Commands, Parser, add_command_arguments, no_arguments, parse_command_flags,
+                                parse_global_flags, run_guarded)
 from ocitool.errors import OcitoolError, UsageError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
@@ -134,11 +134,8 @@ def _id_argument(command: argparse.ArgumentParser) -> None:
 
 def spec_command(options: argparse.Namespace) -> None:
     """Write a default config.json into the bundle (like runc spec)."""
-    from ocitool.bundle.spec import default_spec, write_spec
-    path = Path(options.bundle) / "config.json"
-    if path.exists():
-        raise OcitoolError(f"{path} already exists; remove it first")
-    write_spec(Path(options.bundle), default_spec(rootless=options.rootless_spec))
+    from ocitool.bundle.spec import write_new_spec
+    write_new_spec(Path(options.bundle), options.rootless_spec)
 
 
 def _spec_arguments(command: argparse.ArgumentParser) -> None:
@@ -319,10 +316,6 @@ def features_command(options: argparse.Namespace) -> None:
     print(json.dumps(features.features(), indent=2))
 
 
-def _no_arguments(command: argparse.ArgumentParser) -> None:
-    """A subcommand without flags."""
-
-
 _COMMANDS: Commands = {
     "spec": (spec_command, _spec_arguments),
     "create": (create_command, _create_arguments),
@@ -334,5 +327,5 @@ _COMMANDS: Commands = {
     "list": (list_command, _list_arguments),
     "ps": (ps_command, _ps_arguments),
     "exec": (exec_command, _exec_arguments),
-    "features": (features_command, _no_arguments),
+    "features": (features_command, no_arguments),
 }

@@ -135,3 +135,11 @@ def write_spec(bundle: Path, spec: dict[str, Any]) -> None:
         atomic_write(path, (json.dumps(spec, indent=2) + "\n").encode(), 0o644)
     except OSError as exc:
         raise OcitoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_new_spec(bundle: Path, rootless: bool) -> None:
+    """``runc spec``: write the default config.json into ``bundle``, refusing to replace one."""
+    path = bundle / CONFIG_NAME
+    if path.exists():
+        raise OcitoolError(f"{path} already exists; remove it first")
+    write_spec(bundle, default_spec(rootless=rootless))

@@ -250,9 +250,9 @@ def default_profile(capabilities: set[int] | frozenset[int]) -> dict:
     profile = json.loads(DOCKER_DEFAULT_PROFILE.read_text(encoding="utf-8"))
     machine = os.uname().machine  # what platform.machine() reads, without importing platform
     allowed = set(profile["allow"]) | set(profile["allowOnMachine"].get(machine, ()))
-    for name, syscalls in profile["allowWithCapability"].items():
+    for name, names in profile["allowWithCapability"].items():
         if CAPABILITIES[name] in capabilities:
-            allowed.update(syscalls)
+            allowed.update(names)
     rules = [{key: value for key, value in rule.items() if key != "unlessCapability"}
              for rule in profile["rules"]
              if "unlessCapability" not in rule
