@@ -206,11 +206,19 @@ def compile_filter(seccomp: dict, cache_dir: str | os.PathLike[str] | None) -> C
 
     Syscalls libseccomp does not know are skipped, as runc does, so one profile serves
     older and newer systems. With ``cache_dir`` (see the module docstring) a program built
-    before is read back instead (building Docker's default profile takes ~15 ms) and a new
-    one is stored; a cache that cannot be used or written costs only the build.
+    before is read back instead (building Docker's default profile takes ~15 ms; the config,
+    valid when it was built, is not checked again) and a new one is stored; a cache that
+    cannot be used or written costs only the build.
     """
+    name = None if cache_dir is None or not isinstance(seccomp, dict) else _cache_name(seccomp)
+    program = None if name is None else _read_entry(cache_dir, name)
+    if program is not None:  # built from this very config, which was valid then
+        return CompiledFilter(program, _load_flags(seccomp.get("flags") or ()))
     spec = parse_seccomp(seccomp)
-    return CompiledFilter(_program(seccomp, spec, cache_dir), _load_flags(spec))
+    program = _build_program(spec)
+    if name is not None:
+        _write_entry(cache_dir, name, program)
+    return CompiledFilter(program, _load_flags(spec.flags))
 
 
 def load_filter(compiled: CompiledFilter) -> None:
@@ -435,39 +443,26 @@ def _export(lib: ctypes.CDLL, ctx: int) -> bytes:
         os.close(fd)
 
 
-def _load_flags(spec: SeccompFilter) -> int:
-    """The seccomp(2) flags libseccomp would load ``spec`` with."""
+def _load_flags(names: tuple[str, ...] | list[str]) -> int:
+    """The seccomp(2) flags libseccomp would load a filter with these ``flags`` names with."""
     flags = 0
-    for name in spec.flags:
+    for name in names:
         flags |= _FLAGS[name][1]
     return flags
 
 
-def _program(config: dict, spec: SeccompFilter, cache_dir: str | os.PathLike[str] | None) -> bytes:
-    """``spec``'s BPF program: from the cache when it holds one, else built (and stored)."""
-    directory = None if cache_dir is None else _open_cache(cache_dir)
-    if directory is None:
-        return _build_program(spec)
-    try:
-        name = _cache_name(config)
-        program = _read_entry(directory, name)
-        if program is None:
-            program = _build_program(spec)
-            _write_entry(directory, name, program)
-        return program
-    finally:
-        os.close(directory)
-
-
-def _open_cache(cache_dir: str | os.PathLike[str]) -> int | None:
-    """An fd of ``cache_dir`` (made 0700 if missing) when it can be trusted, else None.
+def _open_cache(cache_dir: str | os.PathLike[str], create: bool) -> int | None:
+    """An fd of ``cache_dir`` (with ``create``, made 0700 if missing) when it can be trusted, else None.
 
     A program planted there would become a container's filter, so only our euid may be
     able to write there; using the fd keeps to the directory that was checked.
     """
     try:
-        os.makedirs(cache_dir, 0o700, exist_ok=True)
+        if create:
+            os.makedirs(cache_dir, 0o700, exist_ok=True)
         fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         log.debug("seccomp: cache %s not usable: %s", cache_dir, exc)
         return None
@@ -475,21 +470,29 @@ def _open_cache(cache_dir: str | os.PathLike[str]) -> int | None:
     if info.st_uid == os.geteuid() and not info.st_mode & 0o022:
         return fd
     os.close(fd)
-    log.warning("seccomp: cache %s not used: it must belong to uid %d and be writable by no one else",
-                cache_dir, os.geteuid())
+    report = log.warning if create else log.debug  # said once: storing the program comes next
+    report("seccomp: cache %s not used: it must belong to uid %d and be writable by no one else",
+           cache_dir, os.geteuid())
     return None
 
 
-def _cache_name(config: dict) -> str:
-    """The cache file for ``config``: the sha256 of all that its program depends on."""
-    lib = require_library()
+def _cache_name(config: dict) -> str | None:
+    """The cache file for ``config``: the sha256 of all that its program depends on
+    (None without libseccomp, whose absence building the program then reports)."""
+    lib = _libseccomp()
+    if lib is None:
+        return None
     identity = {"format": _CACHE_FORMAT, "seccomp": config, "libseccomp": _version(lib),
                 "arch": lib.seccomp_arch_native(), "kernel": os.uname().release}
     return _sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hex()
 
 
-def _read_entry(directory: int, name: str) -> bytes | None:
-    """The program in cache file ``name``, or None when it is missing or damaged."""
+def _read_entry(cache_dir: str | os.PathLike[str], name: str) -> bytes | None:
+    """The program in cache file ``name``, or None when it is missing or damaged (or the
+    cache is missing or untrusted)."""
+    directory = _open_cache(cache_dir, create=False)
+    if directory is None:
+        return None
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
         try:
@@ -501,6 +504,8 @@ def _read_entry(directory: int, name: str) -> bytes | None:
     except OSError as exc:
         log.debug("seccomp: cache file %s unreadable: %s", name, exc)
         return None
+    finally:
+        os.close(directory)
     program, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
     if program and len(program) % _BPF_INSN_SIZE == 0 and _sha256(program) == digest:
         return program
@@ -508,14 +513,19 @@ def _read_entry(directory: int, name: str) -> bytes | None:
     return None
 
 
-def _write_entry(directory: int, name: str, program: bytes) -> None:
+def _write_entry(cache_dir: str | os.PathLike[str], name: str, program: bytes) -> None:
     """Store ``program`` and its digest as cache file ``name``, atomically (not durably:
     a file damaged by a crash reads as a miss)."""
+    directory = _open_cache(cache_dir, create=True)
+    if directory is None:
+        return
     try:  # through /proc/self/fd, so that the file lands in the directory that was checked
         atomic_write(Path(f"/proc/self/fd/{directory}/{name}"), program + _sha256(program), 0o600,
                      durable=False)
     except OSError as exc:
         log.debug("seccomp: cannot cache the filter: %s", exc)
+    finally:
+        os.close(directory)
 
 
 def _sha256(data: bytes) -> bytes:
