@@ -280,7 +280,8 @@ def _prepare_bundle(run_dir: Path, lower: Path, spec: dict[str, Any], volatile: 
 
     A layer thrown away at exit (``--rm``) is ``volatile``: no syncs, so unmounting it does
     not wait for every dirty page of the disk it lives on (podman does the same). config.json
-    is not synced either: it serves this run only, and no run outlives a reboot.
+    is not synced either, nor indented (json's C encoder only writes compact JSON, ~0.3 ms
+    faster with Docker's seccomp profile): it serves this run only, and no run outlives a reboot.
     """
     bundle = run_dir / "bundle"
     rootfs = bundle / "rootfs"
@@ -295,7 +296,7 @@ def _prepare_bundle(run_dir: Path, lower: Path, spec: dict[str, Any], volatile: 
         rootfs.rmdir()
         import shutil  # only this fallback needs it
         shutil.copytree(lower, rootfs, symlinks=True)
-    atomic_write(bundle / "config.json", json.dumps(spec, indent=2).encode(), durable=False)
+    atomic_write(bundle / "config.json", json.dumps(spec).encode(), durable=False)  # compact: C-encoded
     return bundle
 
 
