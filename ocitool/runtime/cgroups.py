@@ -795,6 +795,8 @@ class CgroupManager(abc.ABC):
 
     def destroy(self) -> None:
         """SIGKILL what is left, wait (at most ~5 s) until it is gone, and remove the cgroup everywhere."""
+        if self._remove_if_empty():
+            return
         deadline = time.monotonic() + _TIMEOUT
         while pids := self.pids():
             if time.monotonic() > deadline:
@@ -803,6 +805,18 @@ class CgroupManager(abc.ABC):
             time.sleep(_POLL)
         for directory in self._all_dirs():
             _remove_tree(directory, deadline)
+
+    def _remove_if_empty(self) -> bool:
+        """The common case of :meth:`destroy`, with nothing left to kill: rmdir, which the kernel
+        refuses (EBUSY) while a cgroup holds processes or sub-cgroups. False if any was refused."""
+        for directory in self._all_dirs():
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+        return True
 
     @abc.abstractmethod
     def oom_killed(self) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
-from ocitool.runtime import cgroups, hooks, namespaces, syscalls, terminal
+from ocitool.runtime import cgroups, hooks, namespaces, syscalls
 from ocitool.runtime.process import PreparedProcess, prepare_process
 from ocitool.runtime.channel import Channel
 from ocitool.runtime.spec import load_spec, validate_process
@@ -203,6 +203,7 @@ def _receive_console(channel: Channel, process: dict[str, Any], options: Process
     """The pty master: sent on to --console-socket, or returned for a foreground relay."""
     if not process.get("terminal"):
         return None
+    from ocitool.runtime import terminal  # with termios, tty and select: only for a terminal
     _, fds = channel.receive("console")
     if options.console_socket:
         try:
@@ -269,6 +270,7 @@ def wait_foreground(pid: int, master: int | None) -> int:
                 for sig in FORWARDED_SIGNALS}
     try:
         if master is not None:
+            from ocitool.runtime import terminal
             terminal.relay(master)
             os.close(master)
         return _wait_exit_code(pid)
