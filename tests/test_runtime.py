@@ -382,11 +382,32 @@ def test_usage_errors_are_one_line_with_status_2(runtime):
 
 
 def test_cgroup_namespace_is_rooted_at_the_container_cgroup(runtime, tmp_path):
-    # The runtime moves stage one into the cgroup while it makes the other namespaces; the
-    # cgroup namespace must still be made afterwards, or the host's hierarchy would show.
+    # Stage one enters the cgroup (cloned into cgroup2, joining v1 itself) and only then makes
+    # the cgroup namespace, which is rooted where it is made: the host's hierarchy must not show.
     bundle = make_bundle(tmp_path / "b", ["cat", "/proc/self/cgroup"])
     lines = runtime.run(bundle, name="rooted").stdout.splitlines()
     assert lines and all(line.endswith(":/") for line in lines), lines
+
+
+def _has_cgroup2() -> bool:
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return any(line.split()[2] == "cgroup2" for line in mounts)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not _has_cgroup2(), reason="needs root and a cgroup2 hierarchy")
+def test_runs_on_a_pure_cgroup2_host(runtime, tmp_path):
+    """With cgroup2 on /sys/fs/cgroup (here in a private mount namespace), as on most hosts:
+    the container runs in a cgroup of its own (its cgroup namespace's root), where a v2 limit
+    holds, and delete removes that cgroup."""
+    script = ("root=/sys/fs/cgroup; mount -t cgroup2 none $root || exit 90; "
+              '"$@"; status=$?; ls -d $root/ocitool/v2run 2>/dev/null && exit 91; exit $status')
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "cat /proc/self/cgroup /sys/fs/cgroup/cgroup.max.descendants"],
+                         linux__resources={"unified": {"cgroup.max.descendants": "3"}})
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                             *RUNTIME, "--root", str(runtime.state_root), "run", "--bundle", str(bundle), "v2run"],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout.splitlines()[-2:] == ["0::/", "3"]  # after the v1 lines: every process has them
 
 
 def test_run_loads_only_what_it_needs(runtime, tmp_path):
