@@ -1018,8 +1018,8 @@ class Entry:
     def __init__(self, manager: CgroupManager) -> None:
         self._v2_dir = manager.v2_dir()
         self._v2_fd: int | None = None
-        self._tasks: list[tuple[str, int]] = []                  # (v1 directory, its tasks file)
-        self.born_in_v2 = False                                         # set by fork()
+        self._tasks: list[tuple[str, int]] = []  # (v1 directory, fd of its tasks file)
+        self.born_in_v2 = False                  # set by fork()
         try:
             self._tasks = [(directory, _open_tasks(directory)) for directory in manager.v1_dirs()]
             if self._v2_dir and _single_threaded():
@@ -1057,8 +1057,11 @@ class Entry:
             _join(self._v2_dir, pid)
 
     def close(self) -> None:
-        for fd in [fd for _, fd in self._tasks] + ([self._v2_fd] if self._v2_fd is not None else []):
+        """Close the files opened for entering (the child needs them only until :meth:`join`)."""
+        for _, fd in self._tasks:
             os.close(fd)
+        if self._v2_fd is not None:
+            os.close(self._v2_fd)
         self._tasks, self._v2_fd = [], None
 
 
