@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _dispatch(args: list[str]) -> int | None:
+    """Parse the global flags, hand ``runtime`` on, parse the command's flags, run the command."""
     options = parse_global_flags(build_parser(), args)
     if options is not None and options.command == "runtime":  # its arguments go on untouched
         from ocitool import cli_runtime
@@ -88,10 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The global flags; the command's own are parsed by its parser."""
     parser = Parser(PROG, DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"{PROG}, version {__version__}")
-    parser.add_argument("--root", help="State directory [default: $OCITOOL_ROOT, /var/lib/ocitool for root, "
-                                       "~/.local/share/ocitool otherwise].")
-    parser.add_argument("--config", dest="config_file", help="TOML config file [default: $OCITOOL_CONFIG, "
-                                                             "~/.config/ocitool/config.toml, /etc/ocitool/config.toml].")
+    parser.add_argument("--root", metavar="DIR",
+                        help="State directory [default: $OCITOOL_ROOT, /var/lib/ocitool for root, "
+                             "~/.local/share/ocitool otherwise].")
+    parser.add_argument("--config", dest="config_file", metavar="FILE",
+                        help="TOML config file [default: $OCITOOL_CONFIG, ~/.config/ocitool/config.toml, "
+                             "/etc/ocitool/config.toml].")
     parser.add_argument("--log-level", choices=list(LOG_LEVELS), default="warning",
                         help="How much to log on stderr; 'debug' also shows tracebacks [default: warning].")
     add_command_arguments(parser, _COMMANDS)

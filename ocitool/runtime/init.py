@@ -116,8 +116,8 @@ def run_stage_two(channel: Channel, spec: dict[str, Any], prepared: process.Prep
         _report(channel, exc)
 
 
-def run_exec(channel: Channel, join_cgroup: Callable[[], None], container_pid: int, namespace_types: list[str],
-             prepared: process.PreparedProcess, preserve_fds: int) -> NoReturn:
+def run_exec(channel: Channel, join_cgroup: Callable[[], None], container_pid: int,
+             namespace_types: list[str], prepared: process.PreparedProcess, preserve_fds: int) -> NoReturn:
     """``exec``: join a running container's cgroup and namespaces, fork into its PID namespace, exec ``proc``."""
     try:
         join_cgroup()
