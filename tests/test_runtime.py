@@ -172,9 +172,9 @@ def test_no_host_fds_leak_into_the_container(runtime, tmp_path):
     assert sorted(result.stdout.split()) == ["0", "1", "2", "3"]  # 3 is ls's own directory fd
 
 
-def test_console_socket_receives_the_pty(runtime, tmp_path):
-    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "[ -t 0 ] && echo tty-ok; sleep 1"], process__terminal=True)
-    socket_path = str(tmp_path / "console.sock")
+def _console_output(runtime, socket_path: str, args: list[str], expected: bytes) -> bytes:
+    """Run ``runtime(*args)`` with a console socket listening at ``socket_path``; read the pty it
+    receives until ``expected`` shows (or 10 s pass)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
     server.listen(1)
@@ -188,14 +188,32 @@ def test_console_socket_receives_the_pty(runtime, tmp_path):
 
     thread = threading.Thread(target=accept)
     thread.start()
-    runtime("run", "--detach", "--console-socket", socket_path, "--bundle", str(bundle), "tty")
+    runtime(*args)
     thread.join(10)
+    server.close()
     output = b""
     deadline = time.monotonic() + 10
-    while b"tty-ok" not in output and time.monotonic() < deadline:
+    while expected not in output and time.monotonic() < deadline:
         output += os.read(received[0], 1024)
     os.close(received[0])
-    assert b"tty-ok" in output
+    return output
+
+
+def test_console_socket_receives_the_pty(runtime, tmp_path):
+    bundle = make_bundle(tmp_path / "b", ["sh", "-c", "[ -t 0 ] && echo tty-ok; sleep 1"], process__terminal=True)
+    socket_path = str(tmp_path / "console.sock")
+    args = ["run", "--detach", "--console-socket", socket_path, "--bundle", str(bundle), "tty"]
+    assert b"tty-ok" in _console_output(runtime, socket_path, args, b"tty-ok")
+
+
+def test_exec_with_a_pty(runtime, tmp_path):
+    """exec -t opens the pty inside the running container, after joining its mount namespace."""
+    bundle = make_bundle(tmp_path / "b", ["sleep", "10"])
+    runtime("run", "--detach", "--bundle", str(bundle), "host")
+    socket_path = str(tmp_path / "console.sock")
+    args = ["exec", "-t", "--detach", "--console-socket", socket_path, "host", "sh", "-c",
+            "[ -t 0 ] && echo exec-tty-ok; sleep 1"]
+    assert b"exec-tty-ok" in _console_output(runtime, socket_path, args, b"exec-tty-ok")
 
 
 def test_hooks_receive_state_in_order(runtime, tmp_path):
@@ -421,5 +439,5 @@ def test_run_loads_only_what_it_needs(runtime, tmp_path):
     loaded = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "ocitool.runtime.container" in loaded  # the profile is there
     unneeded = {"click", "typing", "dataclasses", "logging", "shutil", "datetime", "threading", "subprocess",
-                "tempfile", "hashlib", "socket"}  # in the runtime nor in the init (its imports are listed too)
+                "tempfile", "hashlib", "socket", "termios"}  # in the runtime nor in the init (listed too)
     assert not loaded & unneeded

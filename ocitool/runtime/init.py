@@ -19,7 +19,7 @@ import encodings.ascii  # noqa: F401
 import encodings.latin_1  # noqa: F401
 
 from ocitool.errors import OcitoolError
-from ocitool.runtime import hooks, mounts, namespaces, process, syscalls, terminal
+from ocitool.runtime import hooks, mounts, namespaces, process, syscalls
 from ocitool.runtime.channel import Channel
 
 DEBUG = bool(os.environ.get("OCITOOL_RUNTIME_DEBUG"))
@@ -97,6 +97,7 @@ def run_stage_two(channel: Channel, spec: dict[str, Any], prepared: process.Prep
             _die_with_runtime()
         hooks.run_hooks(spec, "createContainer", message["state"])
         hooks.load_for_container(spec)
+        _load_terminal_code(proc)
         mounts.enter_rootfs(rootfs, options.no_pivot)
         mounts.finish_rootfs(spec)
         _set_names(spec)
@@ -122,6 +123,7 @@ def run_exec(channel: Channel, join_cgroup: Callable[[], None], container_pid: i
     try:
         join_cgroup()
         process.make_undumpable()
+        _load_terminal_code(prepared.config)
         channel.receive("go")
         namespaces.join_namespaces([namespaces.Namespace(kind, f"/proc/{container_pid}/ns/{namespaces.PROC_NAMES[kind]}")
                                     for kind in namespace_types])
@@ -165,7 +167,15 @@ def _set_names(spec: dict[str, Any]) -> None:
         syscalls.setdomainname(spec["domainname"])
 
 
+def _load_terminal_code(proc: dict[str, Any]) -> None:
+    """Import the pty code for a process with a terminal (only then: it loads termios, tty and
+    select) while the host's library is reachable, before pivot_root or joining a mount namespace."""
+    if proc.get("terminal"):
+        import ocitool.runtime.terminal  # noqa: F401
+
+
 def _set_up_terminal(channel: Channel) -> None:
+    from ocitool.runtime import terminal  # loaded by _load_terminal_code
     master, slave = terminal.open_pty()
     channel.send("console", fds=[master])
     os.close(master)
