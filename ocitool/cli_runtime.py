@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from ocitool import __version__, log
 from ocitool.cli_common import (Commands, Parser, add_command_arguments, no_arguments, parse_command_flags,
@@ -102,7 +101,7 @@ def _report(message: str) -> None:
 
 def _store(options: argparse.Namespace) -> StateStore:
     from ocitool.runtime.state import StateStore, default_state_root
-    return StateStore(Path(options.root) if options.root else default_state_root())
+    return StateStore(options.root or default_state_root())
 
 
 def _bundle_argument(command: argparse.ArgumentParser) -> None:
@@ -122,9 +121,9 @@ def _create_arguments(command: argparse.ArgumentParser) -> None:
 
 def _create_options(options: argparse.Namespace) -> CreateOptions:
     from ocitool.runtime.container import CreateOptions
-    return CreateOptions(pid_file=Path(options.pid_file) if options.pid_file else None,
+    return CreateOptions(pid_file=options.pid_file,
                          console_socket=options.console_socket, preserve_fds=options.preserve_fds,
-                         bundle=Path(options.bundle), no_pivot=options.no_pivot,
+                         bundle=options.bundle, no_pivot=options.no_pivot,
                          systemd_cgroup=options.systemd_cgroup)
 
 
@@ -135,7 +134,7 @@ def _id_argument(command: argparse.ArgumentParser) -> None:
 def spec_command(options: argparse.Namespace) -> None:
     """Write a default config.json into the bundle (like runc spec)."""
     from ocitool.bundle.spec import write_new_spec
-    write_new_spec(Path(options.bundle), options.rootless_spec)
+    write_new_spec(options.bundle, options.rootless_spec)
 
 
 def _spec_arguments(command: argparse.ArgumentParser) -> None:
@@ -218,7 +217,7 @@ def list_command(options: argparse.Namespace) -> None:
         status = store.status(state)
         rows.append({"ociVersion": RUNTIME_SPEC_VERSION, "id": state.id,
                      "pid": state.pid if status != "stopped" else 0, "status": status, "bundle": state.bundle,
-                     "rootfs": str(Path(state.bundle) / "rootfs"), "created": state.created,
+                     "rootfs": os.path.join(state.bundle, "rootfs"), "created": state.created,
                      "owner": "root" if not state.rootless else str(os.geteuid())})
     if options.quiet:
         print("\n".join(row["id"] for row in rows))
@@ -249,7 +248,8 @@ def ps_command(options: argparse.Namespace) -> None:
     print("PID    CMD")
     for pid in pids:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                cmdline = file.read().replace(b"\0", b" ").decode().strip()
         except OSError:
             continue
         print(f"{pid:<6} {cmdline}")
@@ -274,7 +274,7 @@ def exec_command(options: argparse.Namespace) -> int:
                                              env=options.env, cwd=options.cwd, user=options.user,
                                              additional_gids=options.additional_gids,
                                              no_new_privs=options.no_new_privs, caps=options.cap)
-    process_options = container.ProcessOptions(pid_file=Path(options.pid_file) if options.pid_file else None,
+    process_options = container.ProcessOptions(pid_file=options.pid_file,
                                                console_socket=options.console_socket,
                                                preserve_fds=options.preserve_fds)
     return container.exec_process(store, options.container_id, process, process_options, options.detach)
@@ -305,7 +305,8 @@ def _exec_arguments(command: argparse.ArgumentParser) -> None:
 
 def _read_process_file(path: str) -> dict[str, object]:
     try:
-        return json.loads(Path(path).read_text())
+        with open(path, "rb") as file:
+            return json.loads(file.read())
     except (OSError, ValueError) as exc:
         raise OcitoolError(f"cannot read process file {path}: {exc}") from None
 

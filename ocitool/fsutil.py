@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 
 _TEMP_ATTEMPTS = 100  # as tempfile.mkstemp: give up after this many names already taken
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None,
-                 durable: bool = True) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644,
+                 tmp_dir: str | os.PathLike[str] | None = None, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers see the old file or the new one, never a mix.
 
     The temporary file lives in ``tmp_dir`` (default: beside ``path``; it must be on the
     same file system) and is removed if anything fails. ``durable`` also survives a power
     loss (fsync before the rename).
     """
-    fd, name = _create_temp(Path(tmp_dir or path.parent), f".{path.name}.")
+    path = os.fspath(path)
+    fd, name = _create_temp(os.fspath(tmp_dir) if tmp_dir else os.path.dirname(path) or ".",
+                            f".{os.path.basename(path)}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -27,23 +28,26 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | Non
                 os.fsync(handle.fileno())
         os.replace(name, path)
     except BaseException:
-        name.unlink(missing_ok=True)
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
         raise
 
 
-def _create_temp(directory: Path, prefix: str) -> tuple[int, Path]:
+def _create_temp(directory: str, prefix: str) -> tuple[int, str]:
     """Create a new, private (0600) file named ``prefix`` + random characters in ``directory``.
 
     What ``tempfile.mkstemp`` does, without importing ``tempfile`` (and ``shutil`` and
     ``random`` with it: ~6 ms of every runtime command's start-up).
     """
     for _ in range(_TEMP_ATTEMPTS):
-        name = directory / f"{prefix}{os.urandom(6).hex()}"
+        name = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}")
         try:
             return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), name
         except FileExistsError:
             continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(directory / f"{prefix}*"))
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", os.path.join(directory, f"{prefix}*"))
 
 
 def write_in_one_call(path: str, data: str) -> None:
@@ -55,7 +59,7 @@ def write_in_one_call(path: str, data: str) -> None:
         os.close(fd)
 
 
-def remove_tree(path: str | Path) -> None:
+def remove_tree(path: str | os.PathLike[str]) -> None:
     """Remove a directory tree as far as possible, like ``shutil.rmtree(path, ignore_errors=True)``.
 
     Without importing ``shutil`` and the compression modules it loads (~3 ms of a runtime

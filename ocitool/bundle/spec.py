@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
@@ -125,21 +124,21 @@ def _make_rootless(spec: dict[str, Any], uid: int, gid: int) -> None:
     spec["mounts"] = mounts
 
 
-def write_spec(bundle: Path, spec: dict[str, Any]) -> None:
+def write_spec(bundle: str | os.PathLike[str], spec: dict[str, Any]) -> None:
     """Write ``spec`` as ``bundle/config.json`` (mode 0644), replacing any old one atomically.
 
     Runtimes and concurrent readers see the old file or the new one, never a partial one.
     """
-    path = bundle / CONFIG_NAME
+    path = os.path.join(bundle, CONFIG_NAME)
     try:
         atomic_write(path, (json.dumps(spec, indent=2) + "\n").encode(), 0o644)
     except OSError as exc:
         raise OcitoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def write_new_spec(bundle: Path, rootless: bool) -> None:
+def write_new_spec(bundle: str | os.PathLike[str], rootless: bool) -> None:
     """``runc spec``: write the default config.json into ``bundle``, refusing to replace one."""
-    path = bundle / CONFIG_NAME
-    if path.exists():
+    path = os.path.join(bundle, CONFIG_NAME)
+    if os.path.exists(path):
         raise OcitoolError(f"{path} already exists; remove it first")
     write_spec(bundle, default_spec(rootless=rootless))

@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
@@ -40,7 +39,7 @@ class ProcessOptions:
     ``foreground`` (run/exec without --detach) keeps the pty master to relay it.
     """
 
-    def __init__(self, pid_file: Path | None = None, console_socket: str | None = None, preserve_fds: int = 0,
+    def __init__(self, pid_file: str | None = None, console_socket: str | None = None, preserve_fds: int = 0,
                  foreground: bool = False) -> None:
         self.pid_file = pid_file
         self.console_socket = console_socket
@@ -51,7 +50,7 @@ class ProcessOptions:
 class CreateOptions(ProcessOptions):
     """runc's create/run flags."""
 
-    def __init__(self, bundle: Path = Path("."), no_pivot: bool = False, systemd_cgroup: bool = False,
+    def __init__(self, bundle: str | os.PathLike[str] = ".", no_pivot: bool = False, systemd_cgroup: bool = False,
                  **process_options: Any) -> None:
         super().__init__(**process_options)
         self.bundle = bundle
@@ -61,30 +60,31 @@ class CreateOptions(ProcessOptions):
 
 def create(store: StateStore, container_id: str, options: CreateOptions) -> tuple[ContainerState, int | None]:
     """Set up the container and leave its init waiting for ``start``; return it and its pty master."""
-    bundle = options.bundle.absolute()
+    bundle = os.path.abspath(options.bundle)
     return _create(store, container_id, options, bundle, load_spec(bundle))
 
 
-def _create(store: StateStore, container_id: str, options: CreateOptions, bundle: Path,
+def _create(store: StateStore, container_id: str, options: CreateOptions, bundle: str,
             spec: dict[str, Any]) -> tuple[ContainerState, int | None]:
     _check_console(spec["process"], options)
     prepared = _prepare(spec, store)
     directory = store.reserve(container_id)
     rootless = os.geteuid() != 0 or namespaces.in_user_namespace()
-    state = ContainerState(id=container_id, bundle=str(bundle), rootless=rootless,
+    state = ContainerState(id=container_id, bundle=bundle, rootless=rootless,
                            created=utc_timestamp(),
                            annotations=spec.get("annotations") or {})
     linux = spec.get("linux") or {}
     manager = cgroups.cgroup_manager(container_id, linux, rootless=state.rootless, systemd=options.systemd_cgroup)
     master = None
     try:
-        os.mkfifo(directory / EXEC_FIFO, 0o600)
+        fifo = os.path.join(directory, EXEC_FIFO)
+        os.mkfifo(fifo, 0o600)
         manager.create()
         manager.apply(_with_default_devices(linux))
         state.cgroup = manager.to_state()
         new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
-        channel, state.pid = _spawn(manager, lambda ch, join: _stage_one(ch, join, spec, prepared, bundle,
-                                                                         directory / EXEC_FIFO, options),
+        channel, state.pid = _spawn(manager, lambda ch, join: _stage_one(ch, join, spec, prepared, bundle, fifo,
+                                                                         options),
                                     linux if new_userns else None)
         with contextlib.closing(channel):
             state.pid_start_time = process_start_time(state.pid) or 0
@@ -172,7 +172,7 @@ def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel, Callable[[]
 
 
 def _stage_one(channel: Channel, join_cgroup: Callable[[], None], spec: dict[str, Any], prepared: PreparedProcess,
-               bundle: Path, fifo: Path, options: CreateOptions) -> None:
+               bundle: str, fifo: str, options: CreateOptions) -> None:
     """The forked child of ``create``: stage one of the init, whose modules load only here."""
     from ocitool.runtime import init
     init.run_stage_one(channel, join_cgroup, spec, prepared,
@@ -217,7 +217,7 @@ def _receive_console(channel: Channel, process: dict[str, Any], options: Process
 def start(store: StateStore, container_id: str) -> ContainerState:
     """Let a created container's init exec the process; run poststart hooks."""
     state = store.load(container_id)
-    _start(store, state, lambda: load_spec(Path(state.bundle)))
+    _start(store, state, lambda: load_spec(state.bundle))
     return state
 
 
@@ -226,14 +226,14 @@ def _start(store: StateStore, state: ContainerState, get_spec: Callable[[], dict
     status = store.status(state)
     if status != "created":
         raise OcitoolError(f"container {container_id} is {status}, not created: cannot start it")
-    fifo = store.directory(container_id) / EXEC_FIFO
+    fifo = os.path.join(store.directory(container_id), EXEC_FIFO)
     try:
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise OcitoolError(f"container {container_id} is not waiting to start ({exc.strerror})") from None
     os.write(fd, b"0")
     os.close(fd)
-    fifo.unlink()  # from now on the status is "running"
+    os.unlink(fifo)  # from now on the status is "running"
     hooks.run_hooks(get_spec(), "poststart", state.oci_state("running"), fatal=False)
 
 
@@ -244,7 +244,7 @@ def run(store: StateStore, container_id: str, options: CreateOptions, detach: bo
     if not detach:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init is a grandchild: reap it ourselves
         options.foreground = True
-    bundle = options.bundle.absolute()
+    bundle = os.path.abspath(options.bundle)
     spec = load_spec(bundle)  # read once for create, start and delete
     state, master = _create(store, container_id, options, bundle, spec)
     try:
@@ -311,7 +311,7 @@ def kill(store: StateStore, container_id: str, sig: int, all_processes: bool = F
 def delete(store: StateStore, container_id: str, force: bool = False) -> None:
     """Remove a stopped (or, with ``force``, any) container: its processes, cgroup, state; then poststop hooks."""
     state = store.load(container_id)
-    _delete(store, state, lambda: load_spec(Path(state.bundle)), force)
+    _delete(store, state, lambda: load_spec(state.bundle), force)
 
 
 def _delete(store: StateStore, state: ContainerState, get_spec: Callable[[], dict[str, Any]], force: bool) -> None:
@@ -334,7 +334,7 @@ def exec_process(store: StateStore, container_id: str, process: dict[str, Any], 
     if store.status(state) == "stopped":
         raise OcitoolError(f"container {container_id} is stopped: cannot exec in it")
     validate_process(process, "process")
-    spec = load_spec(Path(state.bundle))
+    spec = load_spec(state.bundle)
     options.foreground = not detach
     _check_console(process, options)
     linux = spec.get("linux") or {}
@@ -360,7 +360,7 @@ def process_for_exec(store: StateStore, container_id: str, args: list[str], *, t
                      cwd: str | None, user: str | None, additional_gids: list[int], no_new_privs: bool,
                      caps: list[str]) -> dict[str, Any]:
     """The process ``exec ARGS`` runs: the container's own process settings with the flags applied (as runc)."""
-    base = load_spec(Path(store.load(container_id).bundle))["process"]
+    base = load_spec(store.load(container_id).bundle)["process"]
     process = {key: value for key, value in base.items() if key not in ("args", "terminal", "consoleSize")}
     process.update(args=args, terminal=tty, env=(base.get("env") or []) + env, cwd=cwd or base["cwd"])
     if user:
@@ -395,17 +395,17 @@ def _pids_in_namespace(pid: int) -> list[int]:
     except OSError:
         return []
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+    for name in os.listdir("/proc"):
+        if name.isdigit():
             with contextlib.suppress(OSError):
-                if os.stat(entry / "ns" / "pid").st_ino == target:
-                    found.append(int(entry.name))
+                if os.stat(f"/proc/{name}/ns/pid").st_ino == target:
+                    found.append(int(name))
     return sorted(found)
 
 
-def _write_pid_file(path: Path | None, pid: int) -> None:
+def _write_pid_file(path: str | None, pid: int) -> None:
     if path is not None:
-        atomic_write(Path(path).absolute(), str(pid).encode())
+        atomic_write(os.path.abspath(path), str(pid).encode())
 
 
 def _signal_quietly(pid: int, sig: int) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 
 # Codecs Python imports lazily: after pivot_root the host's standard library is out of reach.
 import encodings.ascii  # noqa: F401
@@ -39,7 +38,7 @@ class InitOptions:
 
     __slots__ = ("bundle", "fifo", "no_pivot", "preserve_fds", "die_with_runtime")
 
-    def __init__(self, bundle: Path, fifo: Path, no_pivot: bool, preserve_fds: int,
+    def __init__(self, bundle: str, fifo: str, no_pivot: bool, preserve_fds: int,
                  die_with_runtime: bool = False) -> None:
         self.bundle = bundle
         self.fifo = fifo
@@ -88,7 +87,7 @@ def run_stage_two(channel: Channel, spec: dict[str, Any], prepared: process.Prep
         channel.receive("setup")
         os.setsid()
         proc = spec["process"]
-        rootfs = (options.bundle / spec["root"]["path"]).resolve()
+        rootfs = os.path.realpath(os.path.join(options.bundle, spec["root"]["path"]))
         mounts.prepare_rootfs(spec, options.bundle)
         fifo = os.open(options.fifo, os.O_RDWR | os.O_CLOEXEC)  # before pivot_root hides it
         channel.send("mounted")

@@ -22,7 +22,6 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 
 from ocitool import securepath
 from ocitool.errors import OcitoolError
@@ -175,7 +174,7 @@ class _Target:
         self.proc = f"/proc/self/fd/{fd}"  # what to hand to mount(2)
 
 
-def prepare_rootfs(spec: dict[str, Any], bundle: Path) -> None:
+def prepare_rootfs(spec: dict[str, Any], bundle: str | os.PathLike[str]) -> None:
     """Set up the rootfs in this (new) mount namespace, before :func:`enter_rootfs`.
 
     Makes the whole tree a slave of the host's (private with ``rootfsPropagation``
@@ -193,7 +192,7 @@ def prepare_rootfs(spec: dict[str, Any], bundle: Path) -> None:
     private = _root_propagation(linux) in ("private", "rprivate")
     _mount_or_fail("linux.rootfsPropagation", None, "/", "/", None,
                    sc.MS_REC | (sc.MS_PRIVATE if private else sc.MS_SLAVE))
-    _mount_or_fail("root.path", str(rootfs), str(rootfs), str(rootfs), None, sc.MS_BIND | sc.MS_REC)
+    _mount_or_fail("root.path", rootfs, rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _make_mounts(root_fd, bundle, mounts, devices)
@@ -201,9 +200,9 @@ def prepare_rootfs(spec: dict[str, Any], bundle: Path) -> None:
         os.close(root_fd)
 
 
-def _rootfs(spec: dict[str, Any], bundle: Path) -> Path:
-    rootfs = (bundle / spec["root"]["path"]).resolve()
-    if not rootfs.is_dir():
+def _rootfs(spec: dict[str, Any], bundle: str | os.PathLike[str]) -> str:
+    rootfs = os.path.realpath(os.path.join(bundle, spec["root"]["path"]))
+    if not os.path.isdir(rootfs):
         raise OcitoolError(f"root.path: {rootfs} is not a directory")
     return rootfs
 
@@ -215,7 +214,7 @@ def _root_propagation(linux: dict[str, Any]) -> str:
     return value
 
 
-def _make_mounts(root_fd: int, bundle: Path, mounts: list[_Mount], devices: list[Device]) -> None:
+def _make_mounts(root_fd: int, bundle: str | os.PathLike[str], mounts: list[_Mount], devices: list[Device]) -> None:
     dev = next((m for m in mounts if _clean(m.destination) == "/dev" and m.type == "tmpfs" and not m.bind), None)
     for mount in mounts:
         _mount(root_fd, bundle, _without_rdonly(mount) if mount is dev else mount)
@@ -304,7 +303,7 @@ def _clean(path: str) -> str:
 
 # --- mounting ------------------------------------------------------------------------------
 
-def _mount(root_fd: int, bundle: Path, mount: _Mount) -> None:
+def _mount(root_fd: int, bundle: str | os.PathLike[str], mount: _Mount) -> None:
     if mount.bind:
         _bind(root_fd, bundle, mount)
     elif mount.type == "cgroup" and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
@@ -320,7 +319,7 @@ def _mount(root_fd: int, bundle: Path, mount: _Mount) -> None:
         _set_attributes(root_fd, mount, mount.options.attr_set, mount.options.attr_clr)
 
 
-def _bind(root_fd: int, bundle: Path, mount: _Mount) -> None:
+def _bind(root_fd: int, bundle: str | os.PathLike[str], mount: _Mount) -> None:
     """Bind ``source`` (relative: to the bundle) and remount it if flags beyond bind remain."""
     source = os.path.join(bundle, mount.source)
     try:
@@ -572,7 +571,7 @@ def _symlink(root_fd: int, path: str, target: str, replace_existing: bool) -> No
 
 # --- entering ------------------------------------------------------------------------------
 
-def enter_rootfs(rootfs: Path, no_pivot: bool) -> None:
+def enter_rootfs(rootfs: str | os.PathLike[str], no_pivot: bool) -> None:
     """Make ``rootfs`` (prepared by :func:`prepare_rootfs`) this process's ``/`` and cd there.
 
     ``pivot_root(".", ".")`` stacks the old root on top of the new one; it is made a
@@ -585,10 +584,10 @@ def enter_rootfs(rootfs: Path, no_pivot: bool) -> None:
     try:
         os.fchdir(new_root)
         if no_pivot:
-            _mount_or_fail("--no-pivot", str(rootfs), "/", "/", None, sc.MS_MOVE)
+            _mount_or_fail("--no-pivot", os.fspath(rootfs), "/", "/", None, sc.MS_MOVE)
             os.chroot(".")
         else:
-            _pivot(str(rootfs))
+            _pivot(os.fspath(rootfs))
     finally:
         os.close(new_root)
     os.chdir("/")

@@ -14,7 +14,6 @@ import fcntl
 import os
 import pwd
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
@@ -321,6 +320,7 @@ def _describe(ranges: list[tuple[int, int]]) -> str:
 def in_user_namespace() -> bool:
     """True inside a user namespace other than the initial one (root there is not the host's root)."""
     try:
-        return Path("/proc/self/uid_map").read_text().split() != ["0", "0", "4294967295"]
+        with open("/proc/self/uid_map", encoding="utf-8") as file:
+            return file.read().split() != ["0", "0", "4294967295"]
     except OSError:
         return False

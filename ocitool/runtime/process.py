@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import resource
-from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
@@ -79,7 +78,7 @@ def set_rlimits(rlimits: list[dict[str, Any]]) -> None:
 
 def set_oom_score_adj(value: int | None) -> None:
     if value is not None:
-        Path("/proc/self/oom_score_adj").write_text(str(value))
+        write_in_one_call("/proc/self/oom_score_adj", str(value))
 
 
 class PreparedProcess:
@@ -110,16 +109,17 @@ def _security_labels(config: dict[str, Any]) -> list[tuple[str, str]]:
     (elsewhere they are ignored, as runc does)."""
     labels = []
     if config.get("apparmorProfile") and _apparmor_enabled():
-        attr = "apparmor/exec" if Path("/proc/self/attr/apparmor/exec").exists() else "exec"
+        attr = "apparmor/exec" if os.path.exists("/proc/self/attr/apparmor/exec") else "exec"
         labels.append((attr, f"exec {config['apparmorProfile']}"))
-    if config.get("selinuxLabel") and Path("/sys/fs/selinux/enforce").exists():
+    if config.get("selinuxLabel") and os.path.exists("/sys/fs/selinux/enforce"):
         labels.append(("exec", config["selinuxLabel"]))
     return labels
 
 
 def _apparmor_enabled() -> bool:
     try:
-        return Path("/sys/module/apparmor/parameters/enabled").read_text().startswith("Y")
+        with open("/sys/module/apparmor/parameters/enabled", encoding="utf-8") as file:
+            return file.read().startswith("Y")
     except OSError:
         return False
 

@@ -32,7 +32,6 @@ import errno
 import functools
 import json
 import os
-from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-DOCKER_DEFAULT_PROFILE = Path(__file__).with_name("seccomp_default.json")
+DOCKER_DEFAULT_PROFILE = os.path.join(os.path.dirname(__file__), "seccomp_default.json")
 """Docker's default profile in compact form; ``default_profile`` expands it."""
 
 # libseccomp's action values (seccomp.h); ERRNO and TRACE carry a 16-bit errno.
@@ -255,7 +254,8 @@ def default_profile(capabilities: set[int] | frozenset[int]) -> dict:
     Simplified from Docker's: x86_64 and aarch64 only, and kernels from 4.8 on (ptrace
     is always allowed).
     """
-    profile = json.loads(DOCKER_DEFAULT_PROFILE.read_text(encoding="utf-8"))
+    with open(DOCKER_DEFAULT_PROFILE, "rb") as file:
+        profile = json.loads(file.read())
     machine = os.uname().machine  # what platform.machine() reads, without importing platform
     allowed = set(profile["allow"]) | set(profile["allowOnMachine"].get(machine, ()))
     for name, names in profile["allowWithCapability"].items():
@@ -520,7 +520,7 @@ def _write_entry(cache_dir: str | os.PathLike[str], name: str, program: bytes) -
     if directory is None:
         return
     try:  # through /proc/self/fd, so that the file lands in the directory that was checked
-        atomic_write(Path(f"/proc/self/fd/{directory}/{name}"), program + _sha256(program), 0o600,
+        atomic_write(f"/proc/self/fd/{directory}/{name}", program + _sha256(program), 0o600,
                      durable=False)
     except OSError as exc:
         log.debug("seccomp: cannot cache the filter: %s", exc)

@@ -8,7 +8,7 @@ is created, so a failed ``create`` leaves no state, cgroup or mount behind.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 from ocitool.errors import OcitoolError
 
@@ -23,11 +23,13 @@ class SpecError(OcitoolError):
     """config.json is missing, not JSON, or has a field of the wrong shape."""
 
 
-def load_spec(bundle: Path) -> dict[str, Any]:
+def load_spec(bundle: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate ``bundle/config.json``."""
-    path = bundle / CONFIG_NAME
+    bundle = os.fspath(bundle)
+    path = os.path.join(bundle, CONFIG_NAME)
     try:
-        spec = json.loads(path.read_bytes())
+        with open(path, "rb") as file:
+            spec = json.loads(file.read())
     except FileNotFoundError:
         raise SpecError(f"{path} does not exist (is {bundle} a bundle?)") from None
     except OSError as exc:

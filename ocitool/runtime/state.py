@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write, remove_tree
@@ -62,12 +61,12 @@ class ContainerState:
         return document
 
 
-def default_state_root() -> Path:
+def default_state_root() -> str:
     """``/run/ocitool-runtime`` for root, ``$XDG_RUNTIME_DIR/ocitool-runtime`` otherwise."""
     if os.geteuid() == 0:
-        return Path("/run/ocitool-runtime")
+        return "/run/ocitool-runtime"
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/ocitool-runtime-{os.geteuid()}"
-    return Path(runtime_dir) / "ocitool-runtime"
+    return os.path.join(runtime_dir, "ocitool-runtime")
 
 
 def validate_id(container_id: str) -> str:
@@ -80,7 +79,8 @@ def validate_id(container_id: str) -> str:
 def process_start_time(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if there is no such process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as file:
+            stat = file.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = stat[stat.rfind(")") + 2:].split()
@@ -89,34 +89,40 @@ def process_start_time(pid: int) -> int | None:
 
 class StateStore:
     """The state directory: one subdirectory per container, and ``.seccomp-cache`` with the
-    seccomp programs compiled for them (see :mod:`ocitool.runtime.seccomp`)."""
+    seccomp programs compiled for them (see :mod:`ocitool.runtime.seccomp`).
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.seccomp_cache = str(self.root / ".seccomp-cache")
+    Paths are plain strings in the runtime: ``pathlib`` (with the ``urllib.parse`` and
+    ``ipaddress`` it imports) would add ~5 ms to every runtime command.
+    """
 
-    def directory(self, container_id: str) -> Path:
-        return self.root / validate_id(container_id)
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = os.fspath(root)
+        self.seccomp_cache = os.path.join(self.root, ".seccomp-cache")
 
-    def reserve(self, container_id: str) -> Path:
+    def directory(self, container_id: str) -> str:
+        return os.path.join(self.root, validate_id(container_id))
+
+    def reserve(self, container_id: str) -> str:
         """Create the container's directory; fail if the id is taken."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         directory = self.directory(container_id)
         try:
-            directory.mkdir(mode=0o700)
+            os.mkdir(directory, mode=0o700)
         except FileExistsError:
             raise OcitoolError(f"container {container_id} already exists") from None
         return directory
 
     def save(self, state: ContainerState) -> None:
         """Write state.json atomically."""
-        atomic_write(self.directory(state.id) / STATE_FILE, json.dumps(state.to_dict(), indent=2).encode(), 0o600,
+        atomic_write(os.path.join(self.directory(state.id), STATE_FILE),
+                     json.dumps(state.to_dict(), indent=2).encode(), 0o600,
                      durable=False)  # /run is a tmpfs; a rename is all a reader needs
 
     def load(self, container_id: str) -> ContainerState:
-        path = self.directory(container_id) / STATE_FILE
+        path = os.path.join(self.directory(container_id), STATE_FILE)
         try:
-            return ContainerState(**json.loads(path.read_text()))
+            with open(path, "rb") as file:
+                return ContainerState(**json.loads(file.read()))
         except FileNotFoundError:
             raise ContainerNotFound(f"container {container_id} does not exist") from None
         except (ValueError, TypeError) as exc:
@@ -127,14 +133,16 @@ class StateStore:
 
     def ids(self) -> list[str]:
         """Ids of every container with a complete state file."""
-        if not self.root.is_dir():
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p.parent.name for p in self.root.glob(f"*/{STATE_FILE}"))
+        return sorted(name for name in names if os.path.isfile(os.path.join(self.root, name, STATE_FILE)))
 
     def status(self, state: ContainerState) -> str:
         """created, running or stopped, from the init process and the exec fifo."""
         if not state.pid or process_start_time(state.pid) != state.pid_start_time:
             return "stopped"
-        if (self.directory(state.id) / EXEC_FIFO).exists():
+        if os.path.exists(os.path.join(self.directory(state.id), EXEC_FIFO)):
             return "created"
         return "running"
