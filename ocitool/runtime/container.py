@@ -83,8 +83,10 @@ def _create(store: StateStore, container_id: str, options: CreateOptions, bundle
         manager.apply(_with_default_devices(linux))
         state.cgroup = manager.to_state()
         new_userns = any(ns.type == "user" and not ns.path for ns in namespaces.parse_namespaces(linux))
-        channel, state.pid = _spawn(manager, lambda ch, join: _stage_one(ch, join, spec, prepared, bundle, fifo,
-                                                                         options),
+        from ocitool.runtime import init  # before the fork: a forked child's imports copy the pages they touch
+        init_options = init.InitOptions(bundle, fifo, options.no_pivot, options.preserve_fds, options.foreground)
+        channel, state.pid = _spawn(manager, lambda ch, join: init.run_stage_one(ch, join, spec, prepared,
+                                                                                 init_options),
                                     linux if new_userns else None)
         with contextlib.closing(channel):
             state.pid_start_time = process_start_time(state.pid) or 0
@@ -169,21 +171,6 @@ def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel, Callable[[]
         ours.close()
         _stop(stage_one)
         raise
-
-
-def _stage_one(channel: Channel, join_cgroup: Callable[[], None], spec: dict[str, Any], prepared: PreparedProcess,
-               bundle: str, fifo: str, options: CreateOptions) -> None:
-    """The forked child of ``create``: stage one of the init, whose modules load only here."""
-    from ocitool.runtime import init
-    init.run_stage_one(channel, join_cgroup, spec, prepared,
-                       init.InitOptions(bundle, fifo, options.no_pivot, options.preserve_fds, options.foreground))
-
-
-def _exec_stage_one(channel: Channel, join_cgroup: Callable[[], None], container_pid: int,
-                    namespace_types: list[str], prepared: PreparedProcess, preserve_fds: int) -> None:
-    """The forked child of ``exec``: joins the container (its modules load only here, too)."""
-    from ocitool.runtime import init
-    init.run_exec(channel, join_cgroup, container_pid, namespace_types, prepared, preserve_fds)
 
 
 def _finish_create(channel: Channel, spec: dict[str, Any], state: ContainerState,
@@ -343,8 +330,9 @@ def exec_process(store: StateStore, container_id: str, process: dict[str, Any], 
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     manager = cgroups.manager_from_state(state.cgroup)
     prepared = prepare_process(process, linux.get("seccomp"), store.seccomp_cache)
-    channel, pid = _spawn(manager, lambda ch, join: _exec_stage_one(ch, join, state.pid, kinds, prepared,
-                                                                    options.preserve_fds), None)
+    from ocitool.runtime import init  # before the fork, as in create
+    channel, pid = _spawn(manager, lambda ch, join: init.run_exec(ch, join, state.pid, kinds, prepared,
+                                                                  options.preserve_fds), None)
     with contextlib.closing(channel):
         try:
             master = _receive_console(channel, process, options)
