@@ -535,6 +535,8 @@ def _read(path: str) -> str:
 
 
 def _unescape(text: str) -> str:
+    if "\\" not in text:  # the common case, without a regex substitution per mountinfo field
+        return text
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), text)
 
 

@@ -164,8 +164,9 @@ def _spawn(manager: cgroups.CgroupManager, child: Callable[[Channel, Callable[[]
             ours.send("mapped")
         ours.send("go")
         message, _ = ours.receive("pid")
-        os.waitpid(stage_one, 0)
-        ours.send("setup")  # only now may PID 1 talk: its messages must not overtake stage one's "pid"
+        ours.send("setup")  # PID 1 may talk now: stage one's "pid", received, cannot be overtaken
+        os.waitpid(stage_one, 0)  # while PID 1 sets up; reaped before "state", which PID 1 awaits
+        # before it asks to die with us: by then it is our child (subreaped), not stage one's
         return ours, message["pid"]
     except BaseException:
         ours.close()
