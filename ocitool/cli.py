@@ -1,25 +1,26 @@
 """The ``ocitool`` command line: parse, call a stage, print. No logic of its own.
 
-Global flags come first, then one command, whose parser alone is built and whose stage
-alone is imported (see :mod:`ocitool.cli_common`): ``ocitool run`` of a cached image is
-mostly start-up, and ``pull`` should not wait for the extraction code.
+Global flags come first, then one command (parsed by :mod:`ocitool.cli_flags`), whose stage
+alone is imported: ``ocitool run`` of a cached image is mostly start-up, and ``pull`` should
+not wait for the extraction code.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 from ocitool import __version__, log
-from ocitool.cli_common import (Commands, Parser, add_command_arguments, no_arguments, parse_command_flags,
-                                parse_global_flags, run_guarded)
+from ocitool.cli_common import run_guarded
+from ocitool.cli_flags import Arg, Command, Flag, Program
 from ocitool.config import default_root, load_config
 from ocitool.errors import OcitoolError, UsageError
+from ocitool.image.access import PULL_POLICIES
 
 TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
+    from types import SimpleNamespace
     from typing import Any
 
     from ocitool.config import Config
@@ -73,77 +74,56 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _dispatch(args: list[str]) -> int | None:
-    """Parse the global flags, hand ``runtime`` on, parse the command's flags, run the command."""
-    options = parse_global_flags(build_parser(), args)
-    if options is not None and options.command == "runtime":  # its arguments go on untouched
-        from ocitool import cli_runtime
-        cli_runtime.main(options.arguments, prog=f"{PROG} runtime")
-    if options is None or not parse_command_flags(PROG, _COMMANDS, options):
+    """Parse the global flags and the command's, then run the command."""
+    options = Program(PROG, DESCRIPTION, GLOBAL_FLAGS, _COMMANDS, version=f"{PROG}, version {__version__}").parse(args)
+    if options is None:
         return 0
     log.configure(LOG_LEVELS[options.log_level], log.stderr_sink(PROG))
     options.app = App(Path(options.root) if options.root else default_root(), options.config_file)
     return options.handler(options)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The global flags; the command's own are parsed by its parser."""
-    parser = Parser(PROG, DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"{PROG}, version {__version__}")
-    parser.add_argument("--root", metavar="DIR",
-                        help="State directory [default: $OCITOOL_ROOT, /var/lib/ocitool for root, "
-                             "~/.local/share/ocitool otherwise].")
-    parser.add_argument("--config", dest="config_file", metavar="FILE",
-                        help="TOML config file [default: $OCITOOL_CONFIG, ~/.config/ocitool/config.toml, "
-                             "/etc/ocitool/config.toml].")
-    parser.add_argument("--log-level", choices=list(LOG_LEVELS), default="warning",
-                        help="How much to log on stderr; 'debug' also shows tracebacks [default: warning].")
-    add_command_arguments(parser, _COMMANDS)
-    return parser
-
-
 # ---------------------------------------------------------------- shared flags
-
-def _access_arguments(command: argparse.ArgumentParser) -> None:
-    """The registry-access flags of commands that talk to registries."""
-    command.add_argument("--tls-verify", type=_boolean, metavar="true|false",
-                         help="Require HTTPS with a verified certificate [default: true, "
-                              "false for loopback and 'insecure' registries].")
-    command.add_argument("--creds", metavar="USER:PASS", help="Credentials for the registry.")
-    command.add_argument("--authfile", help="Auth file (containers auth.json or Docker config.json format).")
-
 
 def _boolean(text: str) -> bool:
     value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
     if value is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+        raise ValueError(f"{text!r} is not true or false")
     return value
 
 
-def _access(options: argparse.Namespace) -> AccessOptions:
+GLOBAL_FLAGS = [
+    Flag("--root", "State directory [default: $OCITOOL_ROOT, /var/lib/ocitool for root, "
+                   "~/.local/share/ocitool otherwise].", metavar="DIR"),
+    Flag("--config", "TOML config file [default: $OCITOOL_CONFIG, ~/.config/ocitool/config.toml, "
+                     "/etc/ocitool/config.toml].", dest="config_file", metavar="FILE"),
+    Flag("--log-level", "How much to log on stderr; 'debug' also shows tracebacks [default: warning].",
+         choices=tuple(LOG_LEVELS), default="warning"),
+]
+ACCESS_FLAGS = [  # for commands that talk to registries
+    Flag("--tls-verify", "Require HTTPS with a verified certificate [default: true, false for loopback and "
+                         "'insecure' registries].", convert=_boolean, metavar="true|false"),
+    Flag("--creds", "Credentials for the registry.", metavar="USER:PASS"),
+    Flag("--authfile", "Auth file (containers auth.json or Docker config.json format).", metavar="FILE"),
+]
+PLATFORM = Flag("--platform", "Platform to choose from a multi-platform image [default: this host's].",
+                metavar="OS/ARCH[/VARIANT]")
+PULL = Flag("--pull", "When to pull IMAGE into the store first [default: missing].", choices=PULL_POLICIES,
+            default="missing")
+FORMAT = Flag("--format", "[default: table]", choices=FORMATS, default="table")
+IMAGE = Arg("IMAGE")
+
+
+def _access(options: SimpleNamespace) -> AccessOptions:
     from ocitool.image.access import AccessOptions
     return AccessOptions(options.tls_verify, options.creds, options.authfile)
 
 
-def _platform_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
-                         help="Platform to choose from a multi-platform image [default: this host's].")
-
-
-def _platform(options: argparse.Namespace) -> Platform | None:
+def _platform(options: SimpleNamespace) -> Platform | None:
     if not options.platform:
         return None
     from ocitool.image.platform import parse_platform  # only --platform needs it
     return parse_platform(options.platform)
-
-
-def _pull_policy_argument(command: argparse.ArgumentParser) -> None:
-    from ocitool.image.source import PULL_POLICIES  # the commands with --pull use it anyway
-    command.add_argument("--pull", choices=PULL_POLICIES, default="missing",
-                         help="When to pull IMAGE into the store first [default: missing].")
-
-
-def _format_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--format", choices=FORMATS, default="table", help="[default: table]")
 
 
 def _progress(quiet: bool) -> Progress:
@@ -183,7 +163,7 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 
 # ---------------------------------------------------------------- image stage
 
-def pull_command(options: argparse.Namespace) -> None:
+def pull_command(options: SimpleNamespace) -> None:
     """Pull IMAGE from its registry into the local store and print its digest.
 
     IMAGE is a reference such as busybox, quay.io/org/app:1.2,
@@ -202,14 +182,7 @@ def pull_command(options: argparse.Namespace) -> None:
     print(result.digest)
 
 
-def _pull_arguments(command: argparse.ArgumentParser) -> None:
-    _platform_argument(command)
-    _access_arguments(command)
-    command.add_argument("-q", "--quiet", action="store_true", help="Print only the digest, no progress.")
-    command.add_argument("image", metavar="IMAGE")
-
-
-def images_command(options: argparse.Namespace) -> None:
+def images_command(options: SimpleNamespace) -> None:
     """List the images in the local store."""
     from ocitool.image.inspect import list_images
     rows = list_images(options.app.store())
@@ -221,7 +194,7 @@ def images_command(options: argparse.Namespace) -> None:
              (r["created"] or "")[:19].replace("T", " "), _human_size(r["size"])) for r in rows])
 
 
-def inspect_command(options: argparse.Namespace) -> None:
+def inspect_command(options: SimpleNamespace) -> None:
     """Show an image's details: a local one, or with docker://REF straight from its registry.
 
     Examples: ocitool inspect busybox
@@ -241,7 +214,7 @@ def inspect_command(options: argparse.Namespace) -> None:
         _print_json(image_views.summary(local.name, local.descriptor["digest"], local.manifest, local.config))
 
 
-def _inspect_remote(options: argparse.Namespace) -> None:
+def _inspect_remote(options: SimpleNamespace) -> None:
     import json
 
     from ocitool.image.inspect import summary
@@ -267,16 +240,7 @@ def _inspect_remote(options: argparse.Namespace) -> None:
         image.client.close()
 
 
-def _inspect_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--raw", action="store_true",
-                         help="Print the manifest exactly as stored (or as the registry sent it).")
-    command.add_argument("--config", dest="show_config", action="store_true", help="Print the image's config JSON.")
-    _platform_argument(command)
-    _access_arguments(command)
-    command.add_argument("image", metavar="IMAGE")
-
-
-def tags_command(options: argparse.Namespace) -> None:
+def tags_command(options: SimpleNamespace) -> None:
     """List the tags of a repository in its registry (docker://REPO)."""
     from ocitool.image.remote import client_for
     text = options.repository.removeprefix(TRANSPORT)
@@ -290,12 +254,7 @@ def tags_command(options: argparse.Namespace) -> None:
         client.close()
 
 
-def _tags_arguments(command: argparse.ArgumentParser) -> None:
-    _access_arguments(command)
-    command.add_argument("repository", metavar="REPOSITORY")
-
-
-def rmi_command(options: argparse.Namespace) -> None:
+def rmi_command(options: SimpleNamespace) -> None:
     """Remove images from the local store, and the blobs no other image uses."""
     store = options.app.store()
     for image in options.images:
@@ -306,11 +265,7 @@ def rmi_command(options: argparse.Namespace) -> None:
     print(f"Deleted {count} blobs ({_human_size(freed)})")
 
 
-def _rmi_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("images", metavar="IMAGE", nargs="+")
-
-
-def gc_command(options: argparse.Namespace) -> None:
+def gc_command(options: SimpleNamespace) -> None:
     """Remove blobs that no image in the store references, and leftovers of interrupted pulls."""
     count, freed = options.app.store().gc()
     print(f"Deleted {count} blobs ({_human_size(freed)})")
@@ -318,7 +273,7 @@ def gc_command(options: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- bundle stage
 
-def _local_image(options: argparse.Namespace, access: AccessOptions | None = None) -> tuple[ImageStore, str]:
+def _local_image(options: SimpleNamespace, access: AccessOptions | None = None) -> tuple[ImageStore, str]:
     """The layout and ref holding ``options.image``, pulled first per ``--pull``."""
     from ocitool.image.access import AccessOptions
     from ocitool.image.source import local_image
@@ -327,7 +282,7 @@ def _local_image(options: argparse.Namespace, access: AccessOptions | None = Non
                        _platform(options), lambda: _progress(quiet=False))
 
 
-def unpack_command(options: argparse.Namespace) -> None:
+def unpack_command(options: SimpleNamespace) -> None:
     """Unpack IMAGE into a runtime bundle directory BUNDLE (like umoci unpack).
 
     IMAGE is a reference in the store (pulled when missing, per --pull) or
@@ -342,30 +297,13 @@ def unpack_command(options: argparse.Namespace) -> None:
     print(f"Unpacked {name} ({result.manifest_digest}) into {result.bundle}", file=sys.stderr)
 
 
-def _unpack_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--rootless", action="store_true",
-                         help="Unpack without root privileges (automatic when not root).")
-    _pull_policy_argument(command)
-    _platform_argument(command)
-    _access_arguments(command)
-    command.add_argument("image", metavar="IMAGE")
-    command.add_argument("bundle", metavar="BUNDLE")
-
-
-def spec_command(options: argparse.Namespace) -> None:
+def spec_command(options: SimpleNamespace) -> None:
     """Write a default config.json, like runc spec (no image needed)."""
     from ocitool.bundle.spec import write_new_spec
     write_new_spec(Path(options.bundle), options.rootless)
 
 
-def _spec_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--rootless", action="store_true", help="A config for running as an unprivileged user.")
-    command.add_argument("--bundle", default=".", help="Directory to write config.json into [default: .].")
-
-
-# ---------------------------------------------------------------- one-shot run
-
-def run_command(options: argparse.Namespace) -> int:
+def run_command(options: SimpleNamespace) -> int:
     """Run COMMAND (default: the image's) in a new container from IMAGE: pull, unpack, run.
 
     The image is pulled when missing (--pull), unpacked once into a cache
@@ -394,36 +332,7 @@ def run_command(options: argparse.Namespace) -> int:
         raise
 
 
-def _run_arguments(command: argparse.ArgumentParser) -> None:
-    command.usage_status = RUN_FAILED  # Docker's status for a bad run flag
-    add = command.add_argument
-    add("--rm", action="store_true", help="Remove the container and its writable layer when it exits.")
-    add("-e", "--env", action="append", default=[], metavar="K=V",
-        help="Set an environment variable (K alone: take ours).")
-    add("--env-file", action="append", default=[], metavar="FILE", help="Read K=V lines from a file.")
-    add("-w", "--workdir", help="Working directory inside the container.")
-    add("-u", "--user", metavar="USER[:GROUP]", help="Name or id, resolved in the image's /etc/passwd.")
-    add("--entrypoint", help="Replace the image's Entrypoint ('' clears it).")
-    add("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]", help="Bind-mount a host path.")
-    add("--read-only", action="store_true", help="Mount the container's root read-only.")
-    add("--hostname", help="Container hostname [default: the container id].")
-    add("--network", choices=("host", "none"), default="host",
-        help="host: share ours; none: a new network namespace with only lo [default: host].")
-    add("-m", "--memory", metavar="BYTES", help="Memory limit (b, k, m, g suffixes).")
-    add("--pids-limit", type=int, metavar="N", help="Maximum number of processes.")
-    add("--cpus", type=float, metavar="N", help="CPU quota in CPUs, e.g. 0.5.")
-    add("--cap-add", action="append", default=[], metavar="CAP", help="Add a capability (or ALL).")
-    add("--cap-drop", action="append", default=[], metavar="CAP", help="Drop a capability (or ALL).")
-    add("-t", "--tty", action="store_true", help="Give the container a terminal.")
-    add("-i", "--interactive", action="store_true", help="Keep stdin open for the container.")
-    add("--name", help="Container name (an id otherwise).")
-    _pull_policy_argument(command)
-    _platform_argument(command)
-    add("image", metavar="IMAGE")
-    add("command_args", metavar="COMMAND", nargs=argparse.REMAINDER, help="The command and its arguments.")
-
-
-def ps_command(options: argparse.Namespace) -> None:
+def ps_command(options: SimpleNamespace) -> None:
     """List containers kept by 'ocitool run' (runs without --rm)."""
     from ocitool.run import list_runs
     rows = list_runs(options.app.root)
@@ -437,7 +346,7 @@ def ps_command(options: argparse.Namespace) -> None:
               f"{row['created']:<26} {status}")
 
 
-def rm_command(options: argparse.Namespace) -> None:
+def rm_command(options: SimpleNamespace) -> None:
     """Remove containers kept by 'ocitool run', with their writable layers."""
     from ocitool.run import remove_run
     for container_id in options.containers:
@@ -445,38 +354,69 @@ def rm_command(options: argparse.Namespace) -> None:
         print(container_id)
 
 
-def _rm_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-f", "--force", action="store_true", help="Stop the container first if it is running.")
-    command.add_argument("containers", metavar="CONTAINER", nargs="+")
-
-
-def prune_command(options: argparse.Namespace) -> None:
+def prune_command(options: SimpleNamespace) -> None:
     """Remove every container that is not running."""
     from ocitool.run import prune_runs
     for container_id in prune_runs(options.app.root):
         print(container_id)
 
 
-def runtime_command(options: argparse.Namespace) -> None:
+def runtime_command(options: SimpleNamespace) -> None:
     """The OCI runtime: runc's commands and flags (also the ocitool-runtime program).
 
     Example: ocitool runtime run --bundle ./bundle mybox   (see 'ocitool runtime --help')
     """
-    raise AssertionError("_dispatch hands 'runtime' to cli_runtime")  # listed here for the help text
+    from ocitool import cli_runtime
+    cli_runtime.main(options.arguments, prog=f"{PROG} runtime")
 
 
-_COMMANDS: Commands = {
-    "pull": (pull_command, _pull_arguments),
-    "images": (images_command, _format_argument),
-    "inspect": (inspect_command, _inspect_arguments),
-    "tags": (tags_command, _tags_arguments),
-    "unpack": (unpack_command, _unpack_arguments),
-    "spec": (spec_command, _spec_arguments),
-    "run": (run_command, _run_arguments),
-    "ps": (ps_command, _format_argument),
-    "rm": (rm_command, _rm_arguments),
-    "prune": (prune_command, no_arguments),
-    "rmi": (rmi_command, _rmi_arguments),
-    "gc": (gc_command, no_arguments),
-    "runtime": (runtime_command, no_arguments),
+RUN_FLAGS = [
+    Flag("--rm", "Remove the container and its writable layer when it exits.", kind="switch"),
+    Flag("-e, --env", "Set an environment variable (K alone: take ours).", kind="list", metavar="K=V"),
+    Flag("--env-file", "Read K=V lines from a file.", kind="list", metavar="FILE"),
+    Flag("-w, --workdir", "Working directory inside the container.", metavar="DIR"),
+    Flag("-u, --user", "Name or id, resolved in the image's /etc/passwd.", metavar="USER[:GROUP]"),
+    Flag("--entrypoint", "Replace the image's Entrypoint ('' clears it).", metavar="CMD"),
+    Flag("-v, --volume", "Bind-mount a host path.", kind="list", metavar="SRC:DST[:ro]"),
+    Flag("--read-only", "Mount the container's root read-only.", kind="switch"),
+    Flag("--hostname", "Container hostname [default: the container id].", metavar="NAME"),
+    Flag("--network", "host: share ours; none: a new network namespace with only lo [default: host].",
+         choices=("host", "none"), default="host"),
+    Flag("-m, --memory", "Memory limit (b, k, m, g suffixes).", metavar="BYTES"),
+    Flag("--pids-limit", "Maximum number of processes.", convert=int, metavar="N"),
+    Flag("--cpus", "CPU quota in CPUs, e.g. 0.5.", convert=float, metavar="N"),
+    Flag("--cap-add", "Add a capability (or ALL).", kind="list", metavar="CAP"),
+    Flag("--cap-drop", "Drop a capability (or ALL).", kind="list", metavar="CAP"),
+    Flag("-t, --tty", "Give the container a terminal.", kind="switch"),
+    Flag("-i, --interactive", "Keep stdin open for the container.", kind="switch"),
+    Flag("--name", "Container name (an id otherwise).", metavar="NAME"),
+    PULL, PLATFORM,
+]
+
+_COMMANDS = {
+    "pull": Command(pull_command, [PLATFORM, *ACCESS_FLAGS,
+                                   Flag("-q, --quiet", "Print only the digest, no progress.", kind="switch")],
+                    [IMAGE]),
+    "images": Command(images_command, [FORMAT]),
+    "inspect": Command(inspect_command, [
+        Flag("--raw", "Print the manifest exactly as stored (or as the registry sent it).", kind="switch"),
+        Flag("--config", "Print the image's config JSON.", kind="switch", dest="show_config"),
+        PLATFORM, *ACCESS_FLAGS], [IMAGE]),
+    "tags": Command(tags_command, ACCESS_FLAGS, [Arg("REPOSITORY")]),
+    "unpack": Command(unpack_command, [
+        Flag("--rootless", "Unpack without root privileges (automatic when not root).", kind="switch"),
+        PULL, PLATFORM, *ACCESS_FLAGS], [IMAGE, Arg("BUNDLE")]),
+    "spec": Command(spec_command, [
+        Flag("--rootless", "A config for running as an unprivileged user.", kind="switch"),
+        Flag("--bundle", "Directory to write config.json into [default: .].", default=".", metavar="DIR")]),
+    "run": Command(run_command, RUN_FLAGS, [IMAGE, Arg("COMMAND", "*", dest="command_args",
+                                                       help="The command and its arguments.")],
+                   usage_status=RUN_FAILED),  # Docker's status for a bad run flag
+    "ps": Command(ps_command, [FORMAT]),
+    "rm": Command(rm_command, [Flag("-f, --force", "Stop the container first if it is running.", kind="switch")],
+                  [Arg("CONTAINER", "+", dest="containers")]),
+    "prune": Command(prune_command),
+    "rmi": Command(rmi_command, [], [Arg("IMAGE", "+", dest="images")]),
+    "gc": Command(gc_command),
+    "runtime": Command(runtime_command, raw=True),
 }

@@ -4,25 +4,25 @@ podman (``--runtime``), conmon and containerd call these subcommands with runc's
 errors go to stderr and, with ``--log``, to the log file (``--log-format json`` writes
 runc-style ``{"level","msg","time"}`` lines, which conmon reads back).
 
-Engines run the runtime several times per container, so this module parses with
-``argparse`` and loads only what the chosen subcommand needs: start-up is most of a
-runtime command's time.
+Engines run the runtime several times per container, so this module declares its flags for
+:mod:`ocitool.cli_flags` (lighter to start than argparse) and loads only what the chosen
+subcommand needs: start-up is most of a runtime command's time.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 from ocitool import __version__, log
-from ocitool.cli_common import (Commands, Parser, add_command_arguments, no_arguments, parse_command_flags,
-                                parse_global_flags, run_guarded)
+from ocitool.cli_common import run_guarded
+from ocitool.cli_flags import Arg, Command, Flag, Program
 from ocitool.errors import OcitoolError, UsageError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
 if TYPE_CHECKING:
+    from types import SimpleNamespace
     from typing import NoReturn
 
     from ocitool.runtime.container import CreateOptions
@@ -36,6 +36,15 @@ An OCI runtime (runc's commands and flags) that runs runtime-spec bundles as con
 Lifecycle:  create, start, state, kill, delete   (or run = create + start + wait)
 Inspect:    list, ps, features                     Other: exec, spec
 Example:    ocitool-runtime run --bundle ./bundle mybox"""
+GLOBAL_FLAGS = [
+    Flag("--root", "State directory [default: /run/ocitool-runtime, $XDG_RUNTIME_DIR/ocitool-runtime for non-root]."),
+    Flag("--log", "Also log to this file.", metavar="FILE"),
+    Flag("--log-format", "[default: text]", choices=("text", "json"), default="text"),
+    Flag("--debug", "Log debug messages and tracebacks.", kind="switch"),
+    Flag("--systemd-cgroup", "Accepted for runc compatibility; cgroupfs is used.", kind="switch"),
+    Flag("--rootless", None, choices=("true", "false", "auto"), default="auto"),
+]
+
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> NoReturn:
     """Entry point of ``ocitool-runtime``: runc-style errors and exit codes."""
@@ -45,29 +54,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> NoReturn:
 
 
 def _dispatch(prog: str, args: list[str]) -> int | None:
-    """Parse the global flags, then the subcommand's (whose parser alone is built), and run it."""
-    options = parse_global_flags(build_parser(prog), args)
-    if options is None or not parse_command_flags(prog, _COMMANDS, options):
+    """Parse the global flags and the command's, then run the command."""
+    program = Program(prog, DESCRIPTION, GLOBAL_FLAGS, _COMMANDS, version_flag="-v, --version",
+                      version=f"{PROG} version {__version__}\nspec: {RUNTIME_SPEC_VERSION}")
+    options = program.parse(args)
+    if options is None:
         return 0
     _configure_logging(options.log, options.log_format, options.debug)
     return options.handler(options)
-
-
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    """runc's global flags; the subcommand's own arguments are left for the command's parser."""
-    parser = Parser(prog, DESCRIPTION)
-    parser.add_argument("-v", "--version", action="version",
-                        version=f"{PROG} version {__version__}\nspec: {RUNTIME_SPEC_VERSION}")
-    parser.add_argument("--root", help="State directory [default: /run/ocitool-runtime, "
-                                       "$XDG_RUNTIME_DIR/ocitool-runtime for non-root].")
-    parser.add_argument("--log", metavar="FILE", help="Also log to this file.")
-    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="[default: text]")
-    parser.add_argument("--debug", action="store_true", help="Log debug messages and tracebacks.")
-    parser.add_argument("--systemd-cgroup", action="store_true",
-                        help="Accepted for runc compatibility; cgroupfs is used.")
-    parser.add_argument("--rootless", choices=["true", "false", "auto"], default="auto", help=argparse.SUPPRESS)
-    add_command_arguments(parser, _COMMANDS)
-    return parser
 
 
 def _configure_logging(log_file: str | None, log_format: str, debug: bool) -> None:
@@ -99,27 +93,12 @@ def _report(message: str) -> None:
     log.get_logger(__name__).error("%s", message)
 
 
-def _store(options: argparse.Namespace) -> StateStore:
+def _store(options: SimpleNamespace) -> StateStore:
     from ocitool.runtime.state import StateStore, default_state_root
     return StateStore(options.root or default_state_root())
 
 
-def _bundle_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-b", "--bundle", default=".", help="Bundle directory (holds config.json) [default: .].")
-
-
-def _create_arguments(command: argparse.ArgumentParser) -> None:
-    """The flags runc's create and run share."""
-    _bundle_argument(command)
-    command.add_argument("--console-socket", help="Unix socket to send the pty master to.")
-    command.add_argument("--pid-file", help="Write the init's pid here.")
-    command.add_argument("--no-pivot", action="store_true", help="chroot instead of pivot_root (for ramfs roots).")
-    command.add_argument("--no-new-keyring", action="store_true", help="Accepted for runc compatibility.")
-    command.add_argument("--preserve-fds", type=int, default=0, help="Pass fds 3..3+N-1 to the container.")
-    command.add_argument("container_id", metavar="ID")
-
-
-def _create_options(options: argparse.Namespace) -> CreateOptions:
+def _create_options(options: SimpleNamespace) -> CreateOptions:
     from ocitool.runtime.container import CreateOptions
     return CreateOptions(pid_file=options.pid_file,
                          console_socket=options.console_socket, preserve_fds=options.preserve_fds,
@@ -127,62 +106,40 @@ def _create_options(options: argparse.Namespace) -> CreateOptions:
                          systemd_cgroup=options.systemd_cgroup)
 
 
-def _id_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("container_id", metavar="ID")
-
-
-def spec_command(options: argparse.Namespace) -> None:
+def spec_command(options: SimpleNamespace) -> None:
     """Write a default config.json into the bundle (like runc spec)."""
     from ocitool.bundle.spec import write_new_spec
     write_new_spec(options.bundle, options.rootless_spec)
 
 
-def _spec_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--rootless", dest="rootless_spec", action="store_true",
-                         help="A config for running as an unprivileged user.")
-    _bundle_argument(command)
-
-
-def create_command(options: argparse.Namespace) -> None:
+def create_command(options: SimpleNamespace) -> None:
     """Create a container; its process waits until 'start'."""
     from ocitool.runtime import container
     container.create(_store(options), options.container_id, _create_options(options))
 
 
-def start_command(options: argparse.Namespace) -> None:
+def start_command(options: SimpleNamespace) -> None:
     """Start a created container's process."""
     from ocitool.runtime import container
     container.start(_store(options), options.container_id)
 
 
-def run_command(options: argparse.Namespace) -> int:
+def run_command(options: SimpleNamespace) -> int:
     """Create and start a container; in the foreground wait for it and exit with its status."""
     from ocitool.runtime import container
     return container.run(_store(options), options.container_id, _create_options(options), options.detach)
 
 
-def _run_arguments(command: argparse.ArgumentParser) -> None:
-    _create_arguments(command)
-    command.add_argument("-d", "--detach", action="store_true", help="Return once the container started.")
-    command.add_argument("--keep", action="store_true", help="Accepted for runc compatibility.")
-
-
-def state_command(options: argparse.Namespace) -> None:
+def state_command(options: SimpleNamespace) -> None:
     """Print the container's state (runtime-spec JSON)."""
     from ocitool.runtime import container
     print(json.dumps(container.state_of(_store(options), options.container_id), indent=2))
 
 
-def kill_command(options: argparse.Namespace) -> None:
+def kill_command(options: SimpleNamespace) -> None:
     """Send a signal (name or number, default SIGTERM) to the container."""
     from ocitool.runtime import container
     container.kill(_store(options), options.container_id, parse_signal(options.signal), options.all)
-
-
-def _kill_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-a", "--all", action="store_true", help="Signal every process in the container.")
-    _id_argument(command)
-    command.add_argument("signal", metavar="SIGNAL", nargs="?", default="SIGTERM")
 
 
 def parse_signal(text: str) -> int:
@@ -197,18 +154,13 @@ def parse_signal(text: str) -> int:
         raise OcitoolError(f"unknown signal {text!r}") from None
 
 
-def delete_command(options: argparse.Namespace) -> None:
+def delete_command(options: SimpleNamespace) -> None:
     """Delete a container: its processes, cgroup and state."""
     from ocitool.runtime import container
     container.delete(_store(options), options.container_id, options.force)
 
 
-def _delete_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-f", "--force", action="store_true", help="Kill the container first if it is running.")
-    _id_argument(command)
-
-
-def list_command(options: argparse.Namespace) -> None:
+def list_command(options: SimpleNamespace) -> None:
     """List containers."""
     store = _store(options)
     rows = []
@@ -229,16 +181,7 @@ def list_command(options: argparse.Namespace) -> None:
             print(f"{row['id']:<20} {row['pid']:<8} {row['status']:<10} {row['bundle']:<40} {row['created']}")
 
 
-def _format_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-f", "--format", choices=["table", "json"], default="table", help="[default: table]")
-
-
-def _list_arguments(command: argparse.ArgumentParser) -> None:
-    _format_argument(command)
-    command.add_argument("-q", "--quiet", action="store_true", help="Only ids.")
-
-
-def ps_command(options: argparse.Namespace) -> None:
+def ps_command(options: SimpleNamespace) -> None:
     """List the container's processes (host pids)."""
     from ocitool.runtime import container
     pids = container.processes(_store(options), options.container_id)
@@ -255,12 +198,7 @@ def ps_command(options: argparse.Namespace) -> None:
         print(f"{pid:<6} {cmdline}")
 
 
-def _ps_arguments(command: argparse.ArgumentParser) -> None:
-    _format_argument(command)
-    _id_argument(command)
-
-
-def exec_command(options: argparse.Namespace) -> int:
+def exec_command(options: SimpleNamespace) -> int:
     """Run a new process inside a running container."""
     from ocitool.runtime import container
     store = _store(options)
@@ -280,29 +218,6 @@ def exec_command(options: argparse.Namespace) -> int:
     return container.exec_process(store, options.container_id, process, process_options, options.detach)
 
 
-def _exec_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("-t", "--tty", action="store_true", help="Give the process a pty.")
-    command.add_argument("-d", "--detach", action="store_true", help="Do not wait for the process.")
-    command.add_argument("--pid-file", help="Write the process's pid here.")
-    command.add_argument("--console-socket", help="Unix socket to send the pty master to.")
-    command.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
-                         help="Add an environment variable.")
-    command.add_argument("--cwd", help="Working directory inside the container.")
-    command.add_argument("-u", "--user", metavar="UID[:GID]", help="Run as this user.")
-    command.add_argument("-g", "--additional-gids", action="append", type=int, default=[], metavar="GID",
-                         help="Add a supplementary group.")
-    command.add_argument("-p", "--process", metavar="FILE",
-                         help="A runtime-spec process JSON to run instead of the arguments.")
-    command.add_argument("--no-new-privs", action="store_true", help="Set no_new_privileges.")
-    command.add_argument("-c", "--cap", action="append", default=[], help="Add a capability.")
-    command.add_argument("--preserve-fds", type=int, default=0, help="Pass fds 3..3+N-1 to the process.")
-    command.add_argument("--process-label", help=argparse.SUPPRESS)
-    command.add_argument("--apparmor", help=argparse.SUPPRESS)
-    _id_argument(command)
-    command.add_argument("command_args", metavar="CMD", nargs=argparse.REMAINDER,
-                         help="The command and its arguments.")
-
-
 def _read_process_file(path: str) -> dict[str, object]:
     try:
         with open(path, "rb") as file:
@@ -311,22 +226,49 @@ def _read_process_file(path: str) -> dict[str, object]:
         raise OcitoolError(f"cannot read process file {path}: {exc}") from None
 
 
-def features_command(options: argparse.Namespace) -> None:
+def features_command(options: SimpleNamespace) -> None:
     """Print what this runtime supports (JSON, like runc features)."""
     from ocitool.runtime import features
     print(json.dumps(features.features(), indent=2))
 
 
-_COMMANDS: Commands = {
-    "spec": (spec_command, _spec_arguments),
-    "create": (create_command, _create_arguments),
-    "start": (start_command, _id_argument),
-    "run": (run_command, _run_arguments),
-    "state": (state_command, _id_argument),
-    "kill": (kill_command, _kill_arguments),
-    "delete": (delete_command, _delete_arguments),
-    "list": (list_command, _list_arguments),
-    "ps": (ps_command, _ps_arguments),
-    "exec": (exec_command, _exec_arguments),
-    "features": (features_command, no_arguments),
+BUNDLE = Flag("-b, --bundle", "Bundle directory (holds config.json) [default: .].", default=".", metavar="DIR")
+CONSOLE_SOCKET = Flag("--console-socket", "Unix socket to send the pty master to.", metavar="SOCKET")
+PRESERVE_FDS = Flag("--preserve-fds", "Pass fds 3..3+N-1 to the process.", convert=int, default=0, metavar="N")
+FORMAT = Flag("-f, --format", "[default: table]", choices=("table", "json"), default="table")
+ID = Arg("ID", dest="container_id")
+CREATE_FLAGS = [BUNDLE, CONSOLE_SOCKET, Flag("--pid-file", "Write the init's pid here.", metavar="FILE"),
+                Flag("--no-pivot", "chroot instead of pivot_root (for ramfs roots).", kind="switch"),
+                Flag("--no-new-keyring", "Accepted for runc compatibility.", kind="switch"), PRESERVE_FDS]
+EXEC_FLAGS = [
+    Flag("-t, --tty", "Give the process a pty.", kind="switch"),
+    Flag("-d, --detach", "Do not wait for the process.", kind="switch"),
+    Flag("--pid-file", "Write the process's pid here.", metavar="FILE"), CONSOLE_SOCKET,
+    Flag("-e, --env", "Add an environment variable.", kind="list", metavar="K=V"),
+    Flag("--cwd", "Working directory inside the container.", metavar="DIR"),
+    Flag("-u, --user", "Run as this user.", metavar="UID[:GID]"),
+    Flag("-g, --additional-gids", "Add a supplementary group.", kind="list", convert=int, metavar="GID"),
+    Flag("-p, --process", "A runtime-spec process JSON to run instead of the arguments.", metavar="FILE"),
+    Flag("--no-new-privs", "Set no_new_privileges.", kind="switch"),
+    Flag("-c, --cap", "Add a capability.", kind="list"), PRESERVE_FDS,
+    Flag("--process-label", None), Flag("--apparmor", None)]
+
+_COMMANDS = {
+    "spec": Command(spec_command, [Flag("--rootless", "A config for running as an unprivileged user.", kind="switch",
+                                        dest="rootless_spec"), BUNDLE]),
+    "create": Command(create_command, CREATE_FLAGS, [ID]),
+    "start": Command(start_command, [], [ID]),
+    "run": Command(run_command, [*CREATE_FLAGS, Flag("-d, --detach", "Return once the container started.",
+                                                     kind="switch"),
+                                 Flag("--keep", "Accepted for runc compatibility.", kind="switch")], [ID]),
+    "state": Command(state_command, [], [ID]),
+    "kill": Command(kill_command, [Flag("-a, --all", "Signal every process in the container.", kind="switch")],
+                    [ID, Arg("SIGNAL", "?", default="SIGTERM")]),
+    "delete": Command(delete_command, [Flag("-f, --force", "Kill the container first if it is running.",
+                                            kind="switch")], [ID]),
+    "list": Command(list_command, [FORMAT, Flag("-q, --quiet", "Only ids.", kind="switch")]),
+    "ps": Command(ps_command, [FORMAT], [ID]),
+    "exec": Command(exec_command, EXEC_FLAGS, [ID, Arg("CMD", "*", dest="command_args",
+                                                         help="The command and its arguments.")]),
+    "features": Command(features_command),
 }

@@ -104,7 +104,7 @@ def test_warm_run_loads_only_what_it_needs(run):
     assert "ocitool.run" in loaded  # the profile is there
     unneeded = {"tomllib", "hashlib", "requests", "ocitool.image.pull", "ocitool.bundle.unpack",
                 "ocitool.image.platform", "ocitool.progress", "click", "typing", "dataclasses", "logging",
-                "shutil", "datetime", "threading", "subprocess", "tempfile", "termios"}
+                "shutil", "datetime", "threading", "subprocess", "tempfile", "termios", "argparse"}
     assert not loaded & unneeded
 
 

@@ -1,7 +1,10 @@
-"""How to reach registries, as the command line says: kept apart from the HTTP stack so that
-commands which may not need the network do not load it."""
+"""How and when to reach registries, as the command line says: kept apart from the HTTP stack
+so that commands which may not need the network do not load it."""
 
 from __future__ import annotations
+
+#: ``--pull``: when an image is pulled before it is used (missing: only when not in the store).
+PULL_POLICIES = ("missing", "always", "never")
 
 
 class AccessOptions:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ocitool.image.access import AccessOptions
+from ocitool.image.access import PULL_POLICIES, AccessOptions
 from ocitool.errors import NotFoundError, OcitoolError, StoreError
 from ocitool.image.reference import parse_reference
 from ocitool.image.store import ImageStore
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from ocitool.image.platform import Platform
     from ocitool.progress import Progress
 
-PULL_POLICIES = ("missing", "always", "never")
 LAYOUT_PREFIX = "oci:"
 
 
