@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 
 from ocitool import log
 from ocitool.errors import OcitoolError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
-Report = Callable[[str], None]
+    Report = Callable[[str], None]  # says one line of error
 
 
 def run_guarded(command: Callable[[], int | None], report: Report, debug: bool) -> NoReturn:

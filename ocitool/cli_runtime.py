@@ -11,11 +11,10 @@ subcommand needs: start-up is most of a runtime command's time.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from ocitool import __version__, log
+from ocitool import __version__, cjson, log
 from ocitool.cli_common import run_guarded
 from ocitool.cli_flags import Arg, Command, Flag, Program
 from ocitool.errors import OcitoolError, UsageError
@@ -82,7 +81,7 @@ def _append_log_line(path: str, log_format: str, level: int, message: str) -> No
     """One line in runc's ``--log`` format (text, or the JSON conmon parses)."""
     stamp = log.utc_timestamp()
     name = log.LEVEL_NAMES[level]
-    line = (json.dumps({"level": name, "msg": message, "time": stamp}) if log_format == "json"
+    line = (cjson.dumps({"level": name, "msg": message, "time": stamp}) if log_format == "json"
             else f"{stamp} {name.upper()} {message}")
     with open(path, "a", encoding="utf-8") as file:
         file.write(line + "\n")
@@ -132,6 +131,7 @@ def run_command(options: SimpleNamespace) -> int:
 
 def state_command(options: SimpleNamespace) -> None:
     """Print the container's state (runtime-spec JSON)."""
+    import json  # for its indentation, which cjson lacks
     from ocitool.runtime import container
     print(json.dumps(container.state_of(_store(options), options.container_id), indent=2))
 
@@ -144,14 +144,14 @@ def kill_command(options: SimpleNamespace) -> None:
 
 def parse_signal(text: str) -> int:
     """``9``, ``KILL`` or ``SIGKILL`` -> 9."""
-    import signal
+    import _signal  # the C module: signal.py builds enums at import
     if text.isdigit():
         return int(text)
     name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise OcitoolError(f"unknown signal {text!r}") from None
+    number = getattr(_signal, name, None) if "_" not in name else None  # not SIG_IGN, SIG_BLOCK...
+    if not isinstance(number, int) or number not in _signal.valid_signals():
+        raise OcitoolError(f"unknown signal {text!r}")
+    return number
 
 
 def delete_command(options: SimpleNamespace) -> None:
@@ -174,7 +174,7 @@ def list_command(options: SimpleNamespace) -> None:
     if options.quiet:
         print("\n".join(row["id"] for row in rows))
     elif options.format == "json":
-        print(json.dumps(rows))
+        print(cjson.dumps(rows))
     else:
         print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
         for row in rows:
@@ -186,7 +186,7 @@ def ps_command(options: SimpleNamespace) -> None:
     from ocitool.runtime import container
     pids = container.processes(_store(options), options.container_id)
     if options.format == "json":
-        print(json.dumps(pids))
+        print(cjson.dumps(pids))
         return
     print("PID    CMD")
     for pid in pids:
@@ -221,13 +221,14 @@ def exec_command(options: SimpleNamespace) -> int:
 def _read_process_file(path: str) -> dict[str, object]:
     try:
         with open(path, "rb") as file:
-            return json.loads(file.read())
+            return cjson.loads(file.read())
     except (OSError, ValueError) as exc:
         raise OcitoolError(f"cannot read process file {path}: {exc}") from None
 
 
 def features_command(options: SimpleNamespace) -> None:
     """Print what this runtime supports (JSON, like runc features)."""
+    import json
     from ocitool.runtime import features
     print(json.dumps(features.features(), indent=2))
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Sink = Callable[[int, str], None]  # writes one formatted message of the given level
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 LEVEL_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
-
-Sink = Callable[[int, str], None]
-"""Writes one formatted message of the given level."""
 
 _threshold = 0
 _sink: Sink | None = None

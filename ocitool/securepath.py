@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import os
 import stat
+
+from ocitool.once import once
 
 _SYS_OPENAT2 = 437  # the same number on every architecture Linux added it for
 _AT_FDCWD = -100
@@ -88,7 +89,7 @@ def path_in_root(root_fd: int, fd: int) -> str:
     return where[len(prefix):]
 
 
-@functools.cache
+@once
 def openat2_available() -> bool:
     """True when the kernel (and any seccomp filter) lets us call ``openat2(2)``."""
     how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, 0)

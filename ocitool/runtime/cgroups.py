@@ -25,15 +25,12 @@ manager from it, so ``kill``, ``ps`` and ``delete`` find the cgroup without the 
 
 from __future__ import annotations
 
+import _signal  # the C module: signal.py builds enums at import (~2 ms of a runtime command)
 import abc
 import errno
 import os
 import posixpath
-import re
-import signal
 import time
-from collections import namedtuple
-from collections.abc import Callable
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
@@ -42,6 +39,7 @@ from ocitool.log import get_logger
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 log = get_logger(__name__)
@@ -54,8 +52,6 @@ _PROC_CGROUPS = "/proc/cgroups"
 _TIMEOUT = 5.0          # seconds to wait for processes to die or to freeze
 _POLL = 0.01
 _RESOURCES = "linux.resources"
-_SYSTEMD_STYLE = re.compile(r"[^/:]*:[^/:]*:[^/:]+")
-_PAGE_SIZE = re.compile(r"[1-9][0-9]*[KMG]B")
 
 # blockIO throttle field -> (v1 file, v2 io.max key)
 _THROTTLES = {
@@ -68,21 +64,34 @@ _THROTTLES = {
 
 # ---------------------------------------------------------------- planning (pure)
 
-class Write(namedtuple("Write", "controller choices field optional", defaults=(False,))):
+class Write:
     """One planned write to a cgroup file.
 
     ``controller`` owns the file ("" for core cgroup files). ``choices`` are (file, value)
     alternatives for kernels that name a knob differently (CFQ's ``blkio.weight`` or BFQ's
     ``blkio.bfq.weight``): the first file that exists is written. ``field`` is the config
     field, for error messages. An ``optional`` write is skipped when no file exists;
-    otherwise that is an error.
+    otherwise that is an error. (A plain class: ``collections.namedtuple`` would cost every
+    runtime command the import of ``collections``.)
     """
 
-    __slots__ = ()
-    controller: str
-    choices: tuple[tuple[str, str], ...]
-    field: str
-    optional: bool
+    __slots__ = ("controller", "choices", "field", "optional")
+
+    def __init__(self, controller: str, choices: tuple[tuple[str, str], ...], field: str,
+                 optional: bool = False) -> None:
+        self.controller, self.choices, self.field, self.optional = controller, choices, field, optional
+
+    def _values(self) -> tuple[Any, ...]:
+        return self.controller, self.choices, self.field, self.optional
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Write) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "Write({!r}, {!r}, {!r}, optional={!r})".format(*self._values())
 
 
 def _one(controller: str, file: str, value: str, field: str) -> Write:
@@ -371,7 +380,7 @@ def _hugetlb(resources: dict[str, Any], *, v2: bool) -> list[Write]:
     for index, entry in enumerate(_objects(resources, "hugepageLimits", _RESOURCES)):
         field = f"{_RESOURCES}.hugepageLimits[{index}]"
         size = entry.get("pageSize")
-        if not isinstance(size, str) or not _PAGE_SIZE.fullmatch(size):
+        if not _is_page_size(size):
             raise OcitoolError(f"{field}.pageSize: must be a size such as 64KB, 2MB or 1GB")
         limit = str(_int(entry, "limit", field, low=0, required=True))
         usage, reserved = ("max", "rsvd.max") if v2 else ("limit_in_bytes", "rsvd.limit_in_bytes")
@@ -478,6 +487,14 @@ def v2_plan(resources: dict[str, Any] | None) -> list[Write]:
 
 # ---------------------------------------------------------------- paths and mounts
 
+def _is_page_size(size: object) -> bool:
+    """``64KB``, ``2MB``, ``1GB``: a number without leading zeros, then KB, MB or GB."""
+    if not isinstance(size, str) or size[-2:] not in ("KB", "MB", "GB"):
+        return False
+    number = size[:-2]
+    return number.isascii() and number.isdigit() and not number.startswith("0")
+
+
 def cgroups_path(value: Any, container_id: str, *, systemd: bool = False) -> str:
     """The container's cgroup path: "/a/b" (from each hierarchy's root) or "a/b" (from ocitool's own cgroup).
 
@@ -490,7 +507,8 @@ def cgroups_path(value: Any, container_id: str, *, systemd: bool = False) -> str
         return f"{DEFAULT_PARENT}/{container_id}"
     if not isinstance(value, str):
         raise OcitoolError(f"{field}: must be a string")
-    if systemd or _SYSTEMD_STYLE.fullmatch(value):
+    colon_parts = value.split(":")
+    if systemd or (len(colon_parts) == 3 and colon_parts[2] and "/" not in value):  # "slice:prefix:name"
         value = _systemd_unit_path(value)
     parts = [part for part in value.split("/") if part not in ("", ".")]
     if ".." in parts:
@@ -518,15 +536,14 @@ def _systemd_unit_path(value: str) -> str:
     return path
 
 
-class _Mount(namedtuple("_Mount", "mountpoint root fstype options")):
+class _Mount:
     """A cgroup mount: ``root`` is the cgroup shown at the mountpoint; a v1 hierarchy's
     controllers are among its super ``options``."""
 
-    __slots__ = ()
-    mountpoint: str
-    root: str
-    fstype: str
-    options: tuple[str, ...]
+    __slots__ = ("mountpoint", "root", "fstype", "options")
+
+    def __init__(self, mountpoint: str, root: str, fstype: str, options: tuple[str, ...]) -> None:
+        self.mountpoint, self.root, self.fstype, self.options = mountpoint, root, fstype, options
 
 
 def _read(path: str) -> str:
@@ -537,6 +554,7 @@ def _read(path: str) -> str:
 def _unescape(text: str) -> str:
     if "\\" not in text:  # the common case, without a regex substitution per mountinfo field
         return text
+    import re
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), text)
 
 
@@ -780,7 +798,7 @@ class CgroupManager(abc.ABC):
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        if sig == signal.SIGKILL and self.frozen():
+        if sig == _signal.SIGKILL and self.frozen():
             self.thaw()                   # frozen v1 tasks only die once thawed
 
     @abc.abstractmethod
@@ -803,7 +821,7 @@ class CgroupManager(abc.ABC):
         while pids := self.pids():
             if time.monotonic() > deadline:
                 raise OcitoolError(f"cgroup {self.path}: processes {pids} survived SIGKILL for {_TIMEOUT:g} s")
-            self.kill_all(signal.SIGKILL)
+            self.kill_all(_signal.SIGKILL)
             time.sleep(_POLL)
         for directory in self._all_dirs():
             _remove_tree(directory, deadline)
@@ -883,7 +901,7 @@ class V2Manager(CgroupManager):
     def kill_all(self, sig: int) -> None:
         """Send ``sig`` to every process; SIGKILL through cgroup.kill, which no fork can escape."""
         directory = self.dirs.get("")
-        if sig == signal.SIGKILL and directory and os.path.exists(posixpath.join(directory, "cgroup.kill")):
+        if sig == _signal.SIGKILL and directory and os.path.exists(posixpath.join(directory, "cgroup.kill")):
             _write(posixpath.join(directory, "cgroup.kill"), "1", f"cgroup {self.path}")
         else:
             super().kill_all(sig)

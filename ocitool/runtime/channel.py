@@ -8,9 +8,9 @@ OcitoolError here, so a failure inside the container reaches the user as one lin
 from __future__ import annotations
 
 import _socket  # the C module: socket.py's enum set-up would cost a runtime command ~4 ms
-import json
 import struct
 
+from ocitool import cjson
 from ocitool.errors import OcitoolError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
@@ -43,7 +43,7 @@ class Channel:
 
     def send(self, kind: str, fds: list[int] | None = None, **data: Any) -> None:
         """Send a ``kind`` message with ``data`` (and file descriptors)."""
-        payload = json.dumps({"kind": kind, **data}).encode()
+        payload = cjson.dumps({"kind": kind, **data}).encode()
         rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
         self.sock.sendmsg([payload], rights)
 
@@ -60,7 +60,7 @@ class Channel:
         fds = _received_fds(ancillary)
         if not payload:
             raise OcitoolError(f"container init exited unexpectedly (waiting for {expected})")
-        message = json.loads(payload)
+        message = cjson.loads(payload)
         if message["kind"] == "error":
             raise InitError(message["message"], message.get("exit_code", 1))
         if message["kind"] != expected:

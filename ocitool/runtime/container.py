@@ -8,11 +8,9 @@ the state directory.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
+import _signal  # the C module: signal.py builds enums at import (~2 ms of a runtime command)
 import time
-from collections.abc import Callable
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write
@@ -25,12 +23,13 @@ from ocitool.log import get_logger, utc_timestamp
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 STOP_WAIT = 10.0
 log = get_logger(__name__)
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                     signal.SIGUSR2, signal.SIGCONT)
+FORWARDED_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+                     _signal.SIGUSR2, _signal.SIGCONT)
 
 
 class ProcessOptions:
@@ -88,9 +87,11 @@ def _create(store: StateStore, container_id: str, options: CreateOptions, bundle
         channel, state.pid = _spawn(manager, lambda ch, join: init.run_stage_one(ch, join, spec, prepared,
                                                                                  init_options),
                                     linux if new_userns else None)
-        with contextlib.closing(channel):
+        try:
             state.pid_start_time = process_start_time(state.pid) or 0
             master = _finish_create(channel, spec, state, options)
+        finally:
+            channel.close()
         store.save(state)
         _write_pid_file(options.pid_file, state.pid)
     except BaseException:
@@ -245,7 +246,7 @@ def run(store: StateStore, container_id: str, options: CreateOptions, detach: bo
         return 0
     try:
         code = wait_foreground(state.pid, master)
-        if code == 128 + signal.SIGKILL and cgroups.manager_from_state(state.cgroup).oom_killed():
+        if code == 128 + _signal.SIGKILL and cgroups.manager_from_state(state.cgroup).oom_killed():
             log.warning("container %s was killed for exceeding its memory limit", container_id)
         return code
     finally:
@@ -254,7 +255,7 @@ def run(store: StateStore, container_id: str, options: CreateOptions, detach: bo
 
 def wait_foreground(pid: int, master: int | None) -> int:
     """Wait for ``pid`` (our child by subreaping), forwarding signals and the tty; return its exit code."""
-    previous = {sig: signal.signal(sig, lambda number, _frame: _signal_quietly(pid, number))
+    previous = {sig: _signal.signal(sig, lambda number, _frame: _signal_quietly(pid, number))
                 for sig in FORWARDED_SIGNALS}
     try:
         if master is not None:
@@ -264,7 +265,7 @@ def wait_foreground(pid: int, master: int | None) -> int:
         return _wait_exit_code(pid)
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
 
 
 def _wait_exit_code(pid: int) -> int:
@@ -311,8 +312,10 @@ def _delete(store: StateStore, state: ContainerState, get_spec: Callable[[], dic
     manager = cgroups.manager_from_state(state.cgroup)
     manager.destroy()
     store.remove(state.id)
-    with contextlib.suppress(OcitoolError):
+    try:
         hooks.run_hooks(get_spec(), "poststop", state.oci_state("stopped"), fatal=False)
+    except OcitoolError:  # a bundle gone or broken by now: nothing to run the hooks from
+        pass
 
 
 def exec_process(store: StateStore, container_id: str, process: dict[str, Any], options: ProcessOptions,
@@ -334,13 +337,14 @@ def exec_process(store: StateStore, container_id: str, process: dict[str, Any], 
     from ocitool.runtime import init  # before the fork, as in create
     channel, pid = _spawn(manager, lambda ch, join: init.run_exec(ch, join, state.pid, kinds, prepared,
                                                                   options.preserve_fds), None)
-    with contextlib.closing(channel):
-        try:
-            master = _receive_console(channel, process, options)
-            channel.receive("ready")
-        except BaseException:
-            _stop(pid)
-            raise
+    try:
+        master = _receive_console(channel, process, options)
+        channel.receive("ready")
+    except BaseException:
+        _stop(pid)
+        raise
+    finally:
+        channel.close()
     _write_pid_file(options.pid_file, pid)
     return 0 if detach else wait_foreground(pid, master)
 
@@ -386,9 +390,11 @@ def _pids_in_namespace(pid: int) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
-            with contextlib.suppress(OSError):
+            try:
                 if os.stat(f"/proc/{name}/ns/pid").st_ino == target:
                     found.append(int(name))
+            except OSError:  # gone meanwhile
+                continue
     return sorted(found)
 
 
@@ -398,15 +404,17 @@ def _write_pid_file(path: str | None, pid: int) -> None:
 
 
 def _signal_quietly(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _stop(pid: int) -> None:
     """SIGKILL ``pid`` and wait (bounded) until it is gone."""
     if not pid:
         return
-    _signal_quietly(pid, signal.SIGKILL)
+    _signal_quietly(pid, _signal.SIGKILL)
     deadline = time.monotonic() + STOP_WAIT
     while time.monotonic() < deadline:
         _reap(pid)
@@ -417,5 +425,7 @@ def _stop(pid: int) -> None:
 
 def _reap(pid: int) -> None:
     """Collect ``pid`` if it is our child and has exited."""
-    with contextlib.suppress(ChildProcessError, OSError):
+    try:
         os.waitpid(pid, os.WNOHANG)
+    except OSError:  # not our child (ChildProcessError), or gone
+        pass

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 
+from ocitool import cjson
 from ocitool.errors import OcitoolError
 from ocitool.log import get_logger
 
@@ -46,7 +46,7 @@ def _run_one(hook: dict[str, Any], state: dict[str, Any]) -> None:
 
     args = hook.get("args") or [hook["path"]]
     try:
-        result = subprocess.run(args, executable=hook["path"], input=json.dumps(state).encode(),
+        result = subprocess.run(args, executable=hook["path"], input=cjson.dumps(state).encode(),
                                 env=_env(hook.get("env")), capture_output=True, timeout=hook.get("timeout"),
                                 close_fds=True)
     except subprocess.TimeoutExpired:

@@ -10,7 +10,7 @@ reaches the runtime as one clear line instead of a dead child.
 from __future__ import annotations
 
 import os
-import signal
+import _signal  # the C module: signal.py builds enums at import
 import sys
 
 # Codecs Python imports lazily: after pivot_root the host's standard library is out of reach.
@@ -156,7 +156,7 @@ def _exec_in_container(channel: Channel, prepared: process.PreparedProcess, pres
 def _die_with_runtime() -> None:
     """Be killed when the foreground runtime dies: since stage one exited, it is our parent
     (by subreaping). Had it died already, the channel's next message would fail."""
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, _signal.SIGKILL)
 
 
 def _set_names(spec: dict[str, Any]) -> None:

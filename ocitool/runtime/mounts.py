@@ -17,11 +17,9 @@ mount onto the host (the CVE-2021-30465 race).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
 
 from ocitool import securepath
 from ocitool.errors import OcitoolError
@@ -165,13 +163,19 @@ class _Mount:
 
 
 class _Target:
-    """A mount point opened inside the rootfs."""
+    """A mount point opened inside the rootfs; a ``with`` block closes it."""
 
     __slots__ = ("fd", "proc")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd  # O_PATH descriptor of the mount point
         self.proc = f"/proc/self/fd/{fd}"  # what to hand to mount(2)
+
+    def __enter__(self) -> _Target:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self.fd)
 
 
 def prepare_rootfs(spec: dict[str, Any], bundle: str | os.PathLike[str]) -> None:
@@ -420,8 +424,7 @@ def _refused(where: str, source: str, target: str, exc: OSError) -> MountError:
 
 # --- targets inside the rootfs -------------------------------------------------------------
 
-@contextlib.contextmanager
-def _target(root_fd: int, mount: _Mount, create: str | None = None) -> Iterator[_Target]:
+def _target(root_fd: int, mount: _Mount, create: str | None = None) -> _Target:
     """Open ``mount.destination`` inside the rootfs, creating it (a "dir" or "file") if missing.
 
     Creating means mounting there is about to happen, so that is when /proc is guarded.
@@ -439,9 +442,10 @@ def _target(root_fd: int, mount: _Mount, create: str | None = None) -> Iterator[
                                f"(now {os.readlink(f'/proc/self/fd/{fd}')})") from None
         if create is not None:
             _check_proc_target(mount, path)
-        yield _Target(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return _Target(fd)
 
 
 def _open_in_root(root_fd: int, path: str, create: str | None, links: int = 0) -> int:
@@ -459,9 +463,11 @@ def _open_in_root(root_fd: int, path: str, create: str | None, links: int = 0) -
     parts = [part for part in path.split("/") if part not in ("", ".")]
     for depth in range(1, len(parts) + 1):
         prefix = "/".join(parts[:depth])
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.close(securepath.open_in_root(root_fd, prefix, os.O_PATH))
             continue
+        except FileNotFoundError:
+            pass
         parent, name = securepath.open_parent_in_root(root_fd, prefix)
         try:
             link = _readlink(parent, name)
@@ -486,12 +492,14 @@ def _readlink(dir_fd: int, name: str) -> str | None:
 
 
 def _create(dir_fd: int, name: str, kind: str | None) -> None:
-    with contextlib.suppress(FileExistsError):
+    try:
         if kind == "file":
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                              dir_fd=dir_fd))
         else:
             os.mkdir(name, 0o755, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
 
 
 # --- /dev ----------------------------------------------------------------------------------
@@ -561,10 +569,14 @@ def _symlink(root_fd: int, path: str, target: str, replace_existing: bool) -> No
     parent, name = securepath.open_parent_in_root(root_fd, path, create_missing_dirs=True)
     try:
         if replace_existing:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(name, dir_fd=parent)
-        with contextlib.suppress(FileExistsError):
+            except FileNotFoundError:
+                pass
+        try:
             os.symlink(target, name, dir_fd=parent)
+        except FileExistsError:
+            pass
     finally:
         os.close(parent)
 

@@ -8,12 +8,10 @@ writes from outside (``/proc/<pid>/uid_map``) once the child has unshared it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import pwd
-from collections.abc import Iterable, Sequence
 
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import write_in_one_call
@@ -21,6 +19,7 @@ from ocitool.runtime import syscalls
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from typing import Any
 
 NAMESPACE_FLAGS = {
@@ -291,8 +290,10 @@ def _run_id_helper(pid: int, kind: str, mappings: list[IdMapping], own_id: int) 
 def _subordinate_ranges(path: str) -> list[tuple[int, int]]:
     """The (start, count) ranges the ``/etc/subuid``-style file ``path`` grants the caller's user."""
     names = {str(os.getuid())}
-    with contextlib.suppress(KeyError):
+    try:
         names.add(pwd.getpwuid(os.getuid()).pw_name)
+    except KeyError:  # a uid without a passwd entry
+        pass
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()

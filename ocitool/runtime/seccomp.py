@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
-import json
 import os
 
+from ocitool import cjson
 from ocitool.errors import OcitoolError
+from ocitool.once import once
 from ocitool.fsutil import atomic_write
 from ocitool.runtime import syscalls
 from ocitool.runtime.capabilities import CAPABILITIES
@@ -255,7 +255,7 @@ def default_profile(capabilities: set[int] | frozenset[int]) -> dict:
     is always allowed).
     """
     with open(DOCKER_DEFAULT_PROFILE, "rb") as file:
-        profile = json.loads(file.read())
+        profile = cjson.loads(file.read())
     machine = os.uname().machine  # what platform.machine() reads, without importing platform
     allowed = set(profile["allow"]) | set(profile["allowOnMachine"].get(machine, ()))
     for name, names in profile["allowWithCapability"].items():
@@ -297,7 +297,7 @@ def _action(entry: dict, prefix: str, action_key: str, errno_key: str) -> int:
     _require(name is not None, field, "is required")
     _require(name != "SCMP_ACT_NOTIFY", field,
              "SCMP_ACT_NOTIFY is not supported (ocitool has no seccomp agent support)")
-    _require(_known(name, _ACTIONS), field, f"unknown action {json.dumps(name)}")
+    _require(_known(name, _ACTIONS), field, f"unknown action {cjson.dumps(name)}")
     errno_ret = entry.get(errno_key)
     if name not in _ERRNO_ACTIONS:
         _require(errno_ret is None, errno_field, f"{name} takes no errno")
@@ -314,7 +314,7 @@ def _names(values: object, field: str, known: dict, what: str) -> tuple[str, ...
         return ()
     _require(isinstance(values, list), field, "must be an array")
     for index, value in enumerate(values):
-        _require(_known(value, known), f"{field}[{index}]", f"unknown {what} {json.dumps(value)}")
+        _require(_known(value, known), f"{field}[{index}]", f"unknown {what} {cjson.dumps(value)}")
     return tuple(values)
 
 
@@ -343,11 +343,11 @@ def _condition(arg: object, field: str) -> tuple[int, int, int, int]:
     _require(_uint(value, 2**64 - 1), f"{field}.value", "must be an unsigned 64-bit integer")
     _require(value_two is None or _uint(value_two, 2**64 - 1), f"{field}.valueTwo",
              "must be an unsigned 64-bit integer")
-    _require(_known(op, _OPERATORS), f"{field}.op", f"unknown operator {json.dumps(op)}")
+    _require(_known(op, _OPERATORS), f"{field}.op", f"unknown operator {cjson.dumps(op)}")
     return index, _OPERATORS[op], value, value_two or 0
 
 
-@functools.cache
+@once
 def _libseccomp() -> ctypes.CDLL | None:
     """libseccomp with the prototypes used here, or None when it is not installed."""
     try:
@@ -484,7 +484,7 @@ def _cache_name(config: dict) -> str | None:
         return None
     identity = {"format": _CACHE_FORMAT, "seccomp": config, "libseccomp": _version(lib),
                 "arch": lib.seccomp_arch_native(), "kernel": os.uname().release}
-    return _sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hex()
+    return _sha256(cjson.dumps(identity, compact=True, sort_keys=True).encode()).hex()
 
 
 def _read_entry(cache_dir: str | os.PathLike[str], name: str) -> bytes | None:
@@ -533,7 +533,7 @@ def _sha256(data: bytes) -> bytes:
     return _sha256_constructor()(data).digest()
 
 
-@functools.cache
+@once
 def _sha256_constructor() -> Callable[[bytes], Any]:
     """CPython's built-in sha256 (``_sha2`` from 3.12, ``_sha256`` before) when it has one:
     ``hashlib`` would load OpenSSL, ~4 ms of a container's start."""

@@ -7,9 +7,9 @@ is created, so a failed ``create`` leaves no state, cgroup or mount behind.
 
 from __future__ import annotations
 
-import json
 import os
 
+from ocitool import cjson
 from ocitool.errors import OcitoolError
 
 TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
@@ -29,7 +29,7 @@ def load_spec(bundle: str | os.PathLike[str]) -> dict[str, Any]:
     path = os.path.join(bundle, CONFIG_NAME)
     try:
         with open(path, "rb") as file:
-            spec = json.loads(file.read())
+            spec = cjson.loads(file.read())
     except FileNotFoundError:
         raise SpecError(f"{path} does not exist (is {bundle} a bundle?)") from None
     except OSError as exc:

@@ -8,10 +8,9 @@ recycled pid is never mistaken for the container.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
+from ocitool import cjson
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write, remove_tree
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 OCI_VERSION = "1.0.2"
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
-_VALID_ID = re.compile(r"^[\w+.-]+$")
+_ID_PUNCTUATION = "_+.-"
 
 
 class ContainerNotFound(OcitoolError):
@@ -71,7 +70,8 @@ def default_state_root() -> str:
 
 def validate_id(container_id: str) -> str:
     """Container ids are path components: letters, digits and ``_+.-``, not ``.`` or ``..``."""
-    if not _VALID_ID.match(container_id) or container_id in (".", ".."):
+    if not container_id or container_id in (".", "..") or \
+            not all(char.isalnum() or char in _ID_PUNCTUATION for char in container_id):
         raise OcitoolError(f"invalid container id {container_id!r}: use letters, digits and _+.-")
     return container_id
 
@@ -115,14 +115,14 @@ class StateStore:
     def save(self, state: ContainerState) -> None:
         """Write state.json atomically."""
         atomic_write(os.path.join(self.directory(state.id), STATE_FILE),
-                     json.dumps(state.to_dict(), indent=2).encode(), 0o600,
+                     cjson.dumps(state.to_dict()).encode(), 0o600,
                      durable=False)  # /run is a tmpfs; a rename is all a reader needs
 
     def load(self, container_id: str) -> ContainerState:
         path = os.path.join(self.directory(container_id), STATE_FILE)
         try:
             with open(path, "rb") as file:
-                return ContainerState(**json.loads(file.read()))
+                return ContainerState(**cjson.loads(file.read()))
         except FileNotFoundError:
             raise ContainerNotFound(f"container {container_id} does not exist") from None
         except (ValueError, TypeError) as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
+import _signal  # the C module: signal.py builds enums at import
 
 # glibc by its soname: find_library would run ldconfig, costing milliseconds on every start.
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -237,7 +237,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     the call holds the GIL throughout. Only for a single-threaded process: unlike glibc's
     fork(), the raw call cannot make other threads' locks safe for the child.
     """
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_signal.SIGCHLD, cgroup=cgroup_fd)
     python = ctypes.pythonapi
     python.PyOS_BeforeFork()
     pid = _libc_holding_gil.syscall(ctypes.c_long(syscall_number("clone3")), ctypes.byref(args),

@@ -1,0 +1,61 @@
+"""JSON through CPython's C accelerator, ``_json``, without importing the ``json`` package.
+
+``json`` loads ``re``, ``enum``, ``functools`` and ``collections`` for its pure-Python parts:
+~5 ms, an eighth of an ``ocitool-runtime run``, which engines start several times per
+container. The runtime needs only what ``json`` hands to ``_json`` anyway: strict decoding,
+and encoding without indentation. On malformed input the ``json`` package is imported after
+all, to raise its usual error.
+"""
+
+from __future__ import annotations
+
+import _json
+
+TYPE_CHECKING = False  # importing typing costs start-up time; type checkers treat this as True
+if TYPE_CHECKING:
+    from typing import Any
+
+_WHITESPACE = " \t\n\r"  # JSON's insignificant whitespace
+_CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
+
+
+class _DecoderSettings:
+    """What ``_json.make_scanner`` reads: ``json.JSONDecoder``'s defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = _CONSTANTS.__getitem__
+
+
+_scan = _json.make_scanner(_DecoderSettings())
+
+
+def loads(data: str | bytes) -> Any:
+    """``json.loads`` of a document (bytes are UTF-8, with or without a byte-order mark)."""
+    if isinstance(data, (bytes, bytearray)):  # UTF-8, whose codec is built in (after pivot_root no other loads)
+        text = bytes(data[3:] if data.startswith(b"\xef\xbb\xbf") else data).decode()
+    else:
+        text = data
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _scan(text, start)
+    except Exception:  # noqa: BLE001 - no value at all (StopIteration), or malformed: _json reports
+        end = -1       # errors through json.decoder, which is not loaded (SystemError then)
+    if end == -1 or text[end:].strip(_WHITESPACE):
+        import json  # its error (a ValueError) says what is wrong, and where
+        return json.loads(text)
+    return value
+
+
+def dumps(value: Any, *, compact: bool = False, sort_keys: bool = False) -> str:
+    """``json.dumps(value)`` (``compact``: with the separators ``(",", ":")``)."""
+    encode = _json.make_encoder({}, _unserializable, _json.encode_basestring_ascii, None,
+                                ":" if compact else ": ", "," if compact else ", ", sort_keys, False, True)
+    return "".join(encode(value, 0))
+
+
+def _unserializable(value: Any) -> None:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
