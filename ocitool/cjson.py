@@ -35,15 +35,17 @@ _scan = _json.make_scanner(_DecoderSettings())
 
 def loads(data: str | bytes) -> Any:
     """``json.loads`` of a document (bytes are UTF-8, with or without a byte-order mark)."""
-    if isinstance(data, (bytes, bytearray)):  # UTF-8, whose codec is built in (after pivot_root no other loads)
+    if isinstance(data, (bytes, bytearray)):  # the UTF-8 codec is built in: nothing to load after pivot_root
         text = bytes(data[3:] if data.startswith(b"\xef\xbb\xbf") else data).decode()
     else:
         text = data
     start = len(text) - len(text.lstrip(_WHITESPACE))
+    # _json raises StopIteration where no value starts, and reports malformed input through
+    # json.decoder, which is not loaded (a SystemError then): either way json says what is wrong.
     try:
         value, end = _scan(text, start)
-    except Exception:  # noqa: BLE001 - no value at all (StopIteration), or malformed: _json reports
-        end = -1       # errors through json.decoder, which is not loaded (SystemError then)
+    except Exception:  # noqa: BLE001
+        end = -1
     if end == -1 or text[end:].strip(_WHITESPACE):
         import json  # its error (a ValueError) says what is wrong, and where
         return json.loads(text)
