@@ -20,6 +20,7 @@ registry, image builders and push client of ``tests/support`` are reused, not co
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -406,6 +407,17 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 def spread(values: Sequence[float]) -> str:
     """``min-max`` of a run series, for a feel of the noise."""
     return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def print_header(name: str, argv: Sequence[str] | None, versions: dict[str, str],
+                 machine_note: str = "") -> None:
+    """The start of a results section: ``## name (date)``, then the machine, tools and command lines."""
+    info = machine_info()
+    shown = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    print(f"## {name} ({dt.date.today().isoformat()})\n")
+    print(f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, kernel {info['kernel']}{machine_note}")
+    print(f"- tools: {', '.join(f'{tool} {version}' for tool, version in versions.items())}")
+    print(f"- command: `{f'/work/main/.venv/bin/python bench/{name}.py {shown}'.rstrip()}`")
 
 
 def machine_info() -> dict[str, str]:

@@ -29,7 +29,6 @@ for building and pushing.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import random
 import shutil
 import subprocess
@@ -42,7 +41,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (CACHE_DIR, MiB, VENV_PYTHON, CachedImage, ImageCache, Trial, alternate,  # noqa: E402
-                    clean_env, command_trial, ensure_pushed, git_revision, log, machine_info, markdown_table, median,
+                    clean_env, command_trial, ensure_pushed, git_revision, log, print_header, markdown_table, median,
                     mib, run_checked, spread, start_registry, throughput, tool_version, yes_no)
 from support.images import Dir, File, Image, big_random_image, make_image, tar_layer  # noqa: E402
 
@@ -259,18 +258,13 @@ def main(argv: list[str] | None = None) -> int:
         registry.stop()
         shutil.rmtree(home, ignore_errors=True)
 
-    info = machine_info()
-    command = "/work/main/.venv/bin/python bench/pull.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
-    print(f"## pull ({dt.date.today().isoformat()})\n")
-    print(f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, kernel {info['kernel']}")
     versions = {"ocitool": tool_version([str(VENV_PYTHON), "-m", "ocitool", "--version"]).split()[-1],
                 "skopeo": tool_version(["skopeo", "--version"]).split()[-1],
                 "curl": (tool_version(["curl", "--version"]).split() + ["?", "?"])[1],
                 "docker-registry": tool_version(["/usr/bin/docker-registry", "--version"]).split()[-1],
                 "Python": sys.version.split()[0]}
     versions["ocitool"] += f" (git {git_revision(paths=['ocitool'])})"
-    print(f"- tools: {', '.join(f'{name} {version}' for name, version in versions.items())}")
-    print(f"- command: `{command}`")
+    print_header("pull", argv, versions)
     print(f"- method: one loopback docker-registry (HTTP); {runs} timed runs per tool after {args.warmup} "
           "warm-up round, tools alternating (first tool rotating each round), each run into a fresh empty "
           "directory on the same ext4/page cache, removed and `sync`ed between runs; wall-clock time of the "

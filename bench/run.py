@@ -45,7 +45,6 @@ installs as root (the plain bundle has none).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import itertools
 import json
@@ -61,7 +60,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (REPO_ROOT, VENV_PYTHON, CachedImage, ImageCache, Trial, alternate,  # noqa: E402
-                    clean_env, command_trial, ensure_pushed, git_revision, log, machine_info, markdown_table,
+                    clean_env, command_trial, ensure_pushed, git_revision, log, print_header, markdown_table,
                     median, run_checked, start_registry, tool_version, yes_no)
 from support.bundles import make_bundle  # noqa: E402
 from support.images import BUSYBOX_PATH, busybox_image  # noqa: E402
@@ -327,9 +326,6 @@ def main(argv: list[str] | None = None) -> int:
         row("cold", CHAIN, "1.00x (baseline)")
         row("cold", PODMAN_COLD, f"ocitool = {vs_podman:.2f}x podman", "ocitool < podman", vs_podman < 1)
 
-    info = machine_info()
-    shown = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    cmd = f"/work/main/.venv/bin/python bench/run.py {shown}".rstrip()
     tree_after = ocitool_tree()
     versions = {"ocitool": tool_version([str(OCITOOL), "--version"]).split()[-1] + f" ({tree[0]})",
                 "runc": tool_version(["runc", "--version"]).split()[-1],
@@ -338,10 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 "umoci": tool_version(["umoci", "--version"]).split()[-1],
                 "docker-registry": tool_version(["/usr/bin/docker-registry", "--version"]).split()[-1],
                 "Python": sys.version.split()[0]}
-    print(f"## run ({dt.date.today().isoformat()})\n")
-    print(f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, kernel {info['kernel']}")
-    print(f"- tools: {', '.join(f'{name} {version}' for name, version in versions.items())}")
-    print(f"- command: `{cmd}`")
+    print_header("run", argv, versions)
     print(f"- method: image `busybox_image()` (1 layer, {image.layer_bytes / 1024:.0f} KiB gzip) in a loopback "
           f"docker-registry; {runs} timed runs per tool after {args.warmup} untimed warm-up round(s), tools "
           "alternating (first tool rotating each round); wall-clock time of the whole command; warm = state "

@@ -28,7 +28,6 @@ Target: ocitool median <= 1.5x runc's.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import os
 import shlex
@@ -42,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (CACHE_DIR, REPO_ROOT, VENV_PYTHON, Trial, alternate, clean_env, git_revision,  # noqa: E402
-                    log, machine_info, markdown_table, median, run_checked, tool_version, yes_no)
+                    log, print_header, markdown_table, median, run_checked, tool_version, yes_no)
 from support.bundles import make_bundle  # noqa: E402
 
 WORK_DIR = CACHE_DIR / "work"
@@ -204,9 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row(VERSION_ANCHOR, f"{med[VERSION_ANCHOR] / med[OCITOOL]:.0%} of ocitool-runtime run; "
                                         f"run - this = {(med[OCITOOL] - med[VERSION_ANCHOR]) * 1000:.0f} ms (info)"))
 
-    info = machine_info()
-    shown = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    cmd = f"/work/main/.venv/bin/python bench/runtime.py {shown}".rstrip()
     revision = git_revision(paths=["ocitool"])
     if args.ocitool_rev:
         sha = run_checked(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", args.ocitool_rev]).stdout.strip()
@@ -215,11 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 "runc": tool_version(["runc", "--version"]).split()[-1],
                 "crun": tool_version(["crun", "--version"]).split()[-1],
                 "Python": sys.version.split()[0]}
-    print(f"## runtime ({dt.date.today().isoformat()})\n")
-    print(f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, kernel {info['kernel']}; "
-          f"cgroups: {'hybrid (v1 controllers + cgroup2 at ' + str(UNIFIED) + ')' if hybrid else 'not hybrid'}")
-    print(f"- tools: {', '.join(f'{name} {version}' for name, version in versions.items())}")
-    print(f"- command: `{cmd}`")
+    print_header("runtime", argv, versions, machine_note="; cgroups: " + (
+        f"hybrid (v1 controllers + cgroup2 at {UNIFIED})" if hybrid else "not hybrid"))
     print(f"- method: one busybox bundle (ocitool's default spec, process `true`); {runs} timed runs per tool "
           f"after {warmup} untimed warm-up round(s), tools alternating (first tool rotating each round); "
           "wall-clock time of the whole foreground `run` (process start-up to exit, create + start + wait + "

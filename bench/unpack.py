@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
 import shutil
 import stat
@@ -52,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (CACHE_DIR, MiB, VENV_PYTHON, CachedImage, ImageCache, Trial, alternate,  # noqa: E402
-                    clean_env, command_trial, ensure_pushed, git_revision, log, machine_info, markdown_table, median,
+                    clean_env, command_trial, ensure_pushed, git_revision, log, print_header, markdown_table, median,
                     mib, run_checked, scratch_ext4, spread, start_registry, tool_version, track_cpu, yes_no)
 from support.images import Dir, Entry, File, Hardlink, Image, Symlink, big_random_image, make_image, tar_layer  # noqa: E402,E501
 
@@ -373,16 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(store_root, ignore_errors=True)
 
-    info = machine_info()
-    command = "/work/main/.venv/bin/python bench/unpack.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
-    print(f"## unpack ({dt.date.today().isoformat()})\n")
-    print(f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, kernel {info['kernel']}")
     versions = {"ocitool": tool_version([str(VENV_PYTHON), "-m", "ocitool", "--version"]).split()[-1],
                 "umoci": tool_version(["umoci", "--version"]).split()[-1],
                 "Python": sys.version.split()[0]}
     versions["ocitool"] += f" (git {git_revision(paths=['ocitool'])})"
-    print(f"- tools: {', '.join(f'{name} {version}' for name, version in versions.items())}")
-    print(f"- command: `{command}`")
+    print_header("unpack", argv, versions)
     where = ("a fresh 4 GiB ext4 (mkfs.ext4 defaults, journaled) loop-mounted for the run"
              if args.bundle_fs == "ext4-loop" else "bench/.cache/work on the repository's file system")
     print(f"- method: images pulled once (untimed) into one ocitool store, whose images/ layout umoci reads too; "
