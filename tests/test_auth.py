@@ -133,14 +133,13 @@ def test_redirected_blob_download_drops_authorization(ocitool, basic_registry, r
 
 
 def test_token_cache_reuses_until_expiry(token_registry, monkeypatch):
-    import requests
-
     from ocitool.image import auth
     from ocitool.image.credentials import Credentials
+    from ocitool.image.httpclient import Client
 
     tokens = token_registry.token_server
     challenge = auth.Challenge("bearer", {"realm": tokens.realm, "service": tokens.service})
-    cache = auth.TokenCache(requests.Session(), Credentials("alice", "wonderland"), verify=True)
+    cache = auth.TokenCache(Client(), Credentials("alice", "wonderland"))
     before = len(tokens.issued)
     first = cache.header(challenge, "repository:private/busybox:pull")
     assert cache.header(challenge, "repository:private/busybox:pull") == first

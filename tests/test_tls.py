@@ -12,7 +12,7 @@ def test_https_registry_verified_when_asked(ocitool, tls_registry):
     refused = ocitool("pull", "--tls-verify=true", ref, check=False)
     assert refused.returncode != 0
     assert "certificate verify failed" in refused.stderr and "--tls-verify=false" in refused.stderr
-    trusted = ocitool("pull", "--tls-verify=true", ref, env={"REQUESTS_CA_BUNDLE": str(tls_registry.ca_path)})
+    trusted = ocitool("pull", "--tls-verify=true", ref, env={"SSL_CERT_FILE": str(tls_registry.ca_path)})
     assert trusted.stdout.strip() == tls_registry.images["library/busybox:latest"].digest
 
 

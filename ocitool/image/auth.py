@@ -12,24 +12,24 @@ import base64
 import re
 import threading
 import time
-from dataclasses import dataclass, field
-
-import requests
-
+from ocitool import cjson
 from ocitool.errors import AuthError
 from ocitool.image.credentials import Credentials
+from ocitool.image.httpclient import Client, HTTPError
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 MIN_TOKEN_SECONDS = 60  # the token spec's floor for expires_in
 EXPIRY_MARGIN = 10
 
 
-@dataclass(frozen=True)
 class Challenge:
     """One parsed ``WWW-Authenticate`` challenge."""
 
-    scheme: str  # "bearer" or "basic"
-    params: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("scheme", "params")
+
+    def __init__(self, scheme: str, params: dict[str, str] | None = None):
+        self.scheme = scheme  # "bearer" or "basic"
+        self.params = {} if params is None else params
 
 
 def parse_challenge(header: str) -> Challenge | None:
@@ -52,10 +52,9 @@ def basic_header(credentials: Credentials) -> str:
 class TokenCache:
     """Bearer tokens per (realm, service, scope), reused until they expire; thread-safe."""
 
-    def __init__(self, session: requests.Session, credentials: Credentials | None, verify: bool):
-        self._session = session
+    def __init__(self, http: Client, credentials: Credentials | None):
+        self._http = http
         self._credentials = credentials
-        self._verify = verify
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -74,21 +73,24 @@ class TokenCache:
         realm = challenge.params.get("realm")
         if not realm:
             raise AuthError("registry asked for a bearer token but named no realm to get it from")
+        from urllib.parse import urlencode  # only registries that want tokens need it
         params = {"service": challenge.params["service"]} if "service" in challenge.params else {}
         if scope:
             params["scope"] = scope
         headers = {"Authorization": basic_header(self._credentials)} if self._credentials else {}
+        url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(params)}" if params else realm
         try:
-            response = self._session.get(realm, params=params, headers=headers, timeout=30, verify=self._verify)
-        except requests.RequestException as exc:
-            raise AuthError(f"cannot get a token from {realm}: {exc.__class__.__name__}") from None
+            response = self._http.request("GET", url, headers)
+            body = response.content
+        except HTTPError as exc:
+            raise AuthError(f"cannot get a token from {realm}: {exc}") from None
         if response.status_code in (401, 403):
             who = f"user {self._credentials.username!r}" if self._credentials else "anonymous access"
             raise AuthError(f"token server {realm} refused {who}: check the credentials (--creds, --authfile)")
         if response.status_code != 200:
             raise AuthError(f"token server {realm} answered HTTP {response.status_code}")
         try:
-            body = response.json()
+            body = cjson.loads(body)
             token = body.get("token") or body.get("access_token")
             lifetime = int(body.get("expires_in") or MIN_TOKEN_SECONDS)
         except (ValueError, AttributeError, TypeError):

@@ -10,36 +10,38 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import urljoin, urlparse
-
-import requests
-import urllib3
 
 from ocitool.errors import AuthError, DigestMismatchError, NotFoundError, RegistryError
 from ocitool.image.auth import Challenge, TokenCache, basic_header, parse_challenge
 from ocitool.image.credentials import Credentials
 from ocitool.image.digest import DigestVerifier, sha256_digest, verify_bytes
+from ocitool.image.httpclient import URL, Client, HTTPError, ProxyError, Response, TLSError
 from ocitool.image.manifest import ACCEPT, MAX_MANIFEST_BYTES
-from ocitool.image.store import BlobWriter
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    from ocitool.image.store import BlobWriter
+
+    T = TypeVar("T")
+
 CHUNK = 1 << 20
 MAX_REDIRECTS = 5
-TIMEOUT = (10, 60)
 
 
-@dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try: consecutive failed attempts, and backoff between them."""
 
-    attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    max_retry_after: float = 30.0
+    __slots__ = ("attempts", "base_delay", "max_delay", "max_retry_after")
+
+    def __init__(self, attempts: int = 5, base_delay: float = 0.5, max_delay: float = 8.0,
+                 max_retry_after: float = 30.0):
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_retry_after = max_retry_after
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt ``attempt + 1``."""
@@ -48,13 +50,15 @@ class RetryPolicy:
         return min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
 
 
-@dataclass(frozen=True)
 class ManifestResponse:
     """A manifest as the registry sent it, verified against its digest."""
 
-    data: bytes
-    media_type: str
-    digest: str
+    __slots__ = ("data", "media_type", "digest")
+
+    def __init__(self, data: bytes, media_type: str, digest: str):
+        self.data = data
+        self.media_type = media_type
+        self.digest = digest
 
 
 class MemorySink:
@@ -101,18 +105,15 @@ class RegistryClient:
         self.insecure = insecure
         self.retry = retry
         self._credentials = credentials
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._tokens = TokenCache(self._session, credentials, verify=not insecure)
+        self._http = Client(verify=not insecure)
+        self._tokens = TokenCache(self._http, credentials)
         self._challenge: Challenge | None = None
         self._base: str | None = None
         self._base_lock = threading.Lock()
 
     def close(self) -> None:
         """Release pooled connections."""
-        self._session.close()
+        self._http.close()
 
     # -- public operations --------------------------------------------------
 
@@ -149,8 +150,8 @@ class RegistryClient:
                 for chunk in response.iter_content(CHUNK):
                     writer.write(chunk)
                     on_bytes(len(chunk))
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                raise _Transient(f"connection broke after {writer.written} bytes ({_why(exc)})") from None
+            except HTTPError as exc:
+                raise _Transient(f"connection broke after {writer.written} bytes ({exc})") from None
             if writer.size is not None and writer.written < writer.size:
                 raise _Transient(f"body ended after {writer.written} of {writer.size} bytes")
 
@@ -175,13 +176,12 @@ class RegistryClient:
                 tags.extend(response.json().get("tags") or [])
             except (ValueError, AttributeError):
                 raise RegistryError(f"{self.host}: tag list of {repository} is not valid JSON") from None
-            next_url = response.links.get("next", {}).get("url")
-            path = urlparse(next_url)._replace(scheme="", netloc="").geturl() if next_url else None
+            path = _next_page(response.headers.get("Link", ""))
         return tags
 
     # -- plumbing --------------------------------------------------------------
 
-    def _request_ok(self, method: str, path: str, scope: str, what: str) -> requests.Response:
+    def _request_ok(self, method: str, path: str, scope: str, what: str) -> Response:
         response = self._request(method, path, scope)
         _raise_for_status(response, what)
         return response
@@ -200,7 +200,7 @@ class RegistryClient:
                 time.sleep(self.retry.delay(failures, exc.retry_after))
 
     def _request(self, method: str, path: str, scope: str,
-                 headers: dict[str, str] | None = None) -> requests.Response:
+                 headers: dict[str, str] | None = None) -> Response:
         """One request with authentication; raises _Transient for what is worth retrying."""
         url = self._base_url() + path
         response = self._send(method, url, headers or {}, self._authorization(scope))
@@ -228,25 +228,25 @@ class RegistryClient:
             return basic_header(self._credentials)
         raise AuthError(f"{self.host} wants unsupported authentication scheme {challenge.scheme!r}")
 
-    def _send(self, method: str, url: str, headers: dict[str, str], authorization: str | None) -> requests.Response:
+    def _send(self, method: str, url: str, headers: dict[str, str], authorization: str | None) -> Response:
         """Send, following redirects ourselves so ``Authorization`` never leaves the registry host."""
         for _ in range(MAX_REDIRECTS + 1):
-            same_host = urlparse(url).netloc == self.host
-            sent = {**headers, "Authorization": authorization} if authorization and same_host else headers
+            netloc = URL(url).netloc
+            sent = {**headers, "Authorization": authorization} if authorization and netloc == self.host else headers
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                    response = self._session.request(method, url, headers=sent, stream=True, timeout=TIMEOUT,
-                                                     allow_redirects=False, verify=not self.insecure)
-            except requests.exceptions.SSLError as exc:
-                raise RegistryError(f"TLS with {urlparse(url).netloc} failed ({_why(exc)}); if you trust this "
-                                    "registry, use --tls-verify=false or mark it insecure in the config") from None
-            except requests.RequestException as exc:
-                raise _Transient(f"cannot reach {urlparse(url).netloc} ({_why(exc)})") from None
+                response = self._http.request(method, url, sent)
+            except TLSError as exc:
+                raise RegistryError(f"TLS with {netloc} failed ({exc}); if you trust this registry, "
+                                    "use --tls-verify=false or mark it insecure in the config") from None
+            except ProxyError as exc:
+                raise RegistryError(f"cannot reach {netloc}: {exc}") from None
+            except HTTPError as exc:
+                raise _Transient(f"cannot reach {netloc} ({exc})") from None
             location = response.headers.get("Location")
             if response.status_code not in (301, 302, 303, 307, 308) or not location:
                 return response
             response.close()
+            from urllib.parse import urljoin  # only redirects need it
             url = urljoin(url, location)
         raise RegistryError(f"{self.host}: more than {MAX_REDIRECTS} redirects")
 
@@ -287,21 +287,22 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
 
-def _why(exc: Exception) -> str:
-    text = str(exc)
-    for marker in ("Connection refused", "timed out", "Connection reset", "IncompleteRead",
-                   "Connection broken", "certificate verify failed", "Name or service not known"):
-        if marker in text:
-            return marker
-    return exc.__class__.__name__
+def _next_page(link: str) -> str | None:
+    """The path and query of the ``rel="next"`` page in a ``Link`` header (RFC 8288), if any."""
+    for value in link.split(","):
+        target, _, params = value.partition(";")
+        if target.strip().startswith("<") and "next" in params.replace('"', " ").split():
+            url = target.strip()[1:-1]
+            return url if url.startswith("/") else URL(url).target
+    return None
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: Response) -> float | None:
     value = response.headers.get("Retry-After", "")
     return float(value) if value.strip().isdigit() else None
 
 
-def _resumes_at(response: requests.Response, offset: int) -> bool:
+def _resumes_at(response: Response, offset: int) -> bool:
     """True when the registry honoured our Range and continues at ``offset``."""
     if response.status_code != 206:
         return False
@@ -309,7 +310,7 @@ def _resumes_at(response: requests.Response, offset: int) -> bool:
     return content_range.startswith(f"bytes {offset}-")
 
 
-def _read_limited(response: requests.Response, limit: int, what: str) -> bytes:
+def _read_limited(response: Response, limit: int, what: str) -> bytes:
     chunks, total = [], 0
     try:
         for chunk in response.iter_content(CHUNK):
@@ -317,12 +318,12 @@ def _read_limited(response: requests.Response, limit: int, what: str) -> bytes:
             if total > limit:
                 raise RegistryError(f"{what}: manifest is larger than {limit} bytes")
             chunks.append(chunk)
-    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise _Transient(f"connection broke while reading the manifest ({_why(exc)})") from None
+    except HTTPError as exc:
+        raise _Transient(f"connection broke while reading the manifest ({exc})") from None
     return b"".join(chunks)
 
 
-def _manifest_digest(data: bytes, target: str, response: requests.Response, what: str) -> str:
+def _manifest_digest(data: bytes, target: str, response: Response, what: str) -> str:
     """The manifest's digest; by-digest fetches and the registry's own header must agree with it."""
     if ":" in target:
         try:
@@ -337,7 +338,7 @@ def _manifest_digest(data: bytes, target: str, response: requests.Response, what
     return digest
 
 
-def _raise_for_status(response: requests.Response, what: str) -> None:
+def _raise_for_status(response: Response, what: str) -> None:
     """Turn an unsuccessful answer into a one-line error that says what to do."""
     if response.status_code in (200, 206):
         return
@@ -356,7 +357,7 @@ def _raise_for_status(response: requests.Response, what: str) -> None:
                         + (f": {message}" if message else ""))
 
 
-def _error_details(response: requests.Response) -> tuple[set[str], str]:
+def _error_details(response: Response) -> tuple[set[str], str]:
     try:
         errors = response.json().get("errors") or []
         return {e.get("code", "") for e in errors}, "; ".join(e.get("message", "") for e in errors if e)
