@@ -5,6 +5,13 @@ from __future__ import annotations
 import errno
 import os
 
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
 _TEMP_ATTEMPTS = 100  # as tempfile.mkstemp: give up after this many names already taken
 
 
@@ -17,8 +24,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644,
     loss (fsync before the rename).
     """
     path = os.fspath(path)
-    fd, name = _create_temp(os.fspath(tmp_dir) if tmp_dir else os.path.dirname(path) or ".",
-                            f".{os.path.basename(path)}.")
+    fd, name = create_temp_file(os.fspath(tmp_dir) if tmp_dir else os.path.dirname(path) or ".",
+                                f".{os.path.basename(path)}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -35,19 +42,31 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644,
         raise
 
 
-def _create_temp(directory: str, prefix: str) -> tuple[int, str]:
-    """Create a new, private (0600) file named ``prefix`` + random characters in ``directory``.
+def create_temp_file(directory: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
+    """Create a new, private (0600) file named ``prefix`` + random characters in ``directory``;
+    return its fd (open for writing) and path.
 
     What ``tempfile.mkstemp`` does, without importing ``tempfile`` (and ``shutil`` and
     ``random`` with it: ~6 ms of every runtime command's start-up).
     """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return _create_unique(directory, prefix, lambda name: os.open(name, flags, 0o600))
+
+
+def make_temp_dir(directory: str | os.PathLike[str], prefix: str) -> str:
+    """Create a new, private (0700) directory named ``prefix`` + random characters in ``directory``
+    and return its path: ``tempfile.mkdtemp`` without ``tempfile``."""
+    return _create_unique(directory, prefix, lambda name: os.mkdir(name, 0o700))[1]
+
+
+def _create_unique(directory: str | os.PathLike[str], prefix: str, create: Callable[[str], T]) -> tuple[T, str]:
     for _ in range(_TEMP_ATTEMPTS):
         name = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}")
         try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), name
+            return create(name), name
         except FileExistsError:
             continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary file name", os.path.join(directory, f"{prefix}*"))
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", os.path.join(directory, f"{prefix}*"))
 
 
 def write_in_one_call(path: str, data: str) -> None:

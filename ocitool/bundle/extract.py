@@ -32,8 +32,6 @@ import shutil
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from ocitool.bundle.layers import LayerSource, LayerTar, open_layer
@@ -41,6 +39,12 @@ from ocitool.bundle.mtree import BLOCK, CHAR, DIR, FIFO, FILE, LINK, Inode, Mtre
 from ocitool.errors import LayerError
 from ocitool.securepath import open_in_root, open_parent_in_root, path_in_root
 from ocitool.log import get_logger
+
+TYPE_CHECKING = False  # type checkers treat this as True; these names serve annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    _Maker = Callable[[LayerTar, tarfile.TarInfo, int, str, str], "Inode | None"]
 
 log = get_logger(__name__)
 
@@ -56,8 +60,6 @@ MAX_DEPTH = 512
 _DIR_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SPECIAL_KINDS = {CHAR: stat.S_IFCHR, BLOCK: stat.S_IFBLK, FIFO: stat.S_IFIFO}
-
-_Maker = Callable[[LayerTar, tarfile.TarInfo, int, str, str], "Inode | None"]
 
 
 def apply_layers(rootfs: Path, layers: list[LayerSource], *, rootless: bool) -> Mtree:
@@ -96,13 +98,15 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True, slots=True)
 class _Dir:
     """An open directory of the rootfs: fd (O_PATH), path without symlinks, and its inode."""
 
-    fd: int
-    path: str
-    node: Inode
+    __slots__ = ("fd", "path", "node")
+
+    def __init__(self, fd: int, path: str, node: Inode):
+        self.fd = fd
+        self.path = path
+        self.node = node
 
 
 class _Extractor:

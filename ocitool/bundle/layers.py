@@ -16,37 +16,46 @@ import struct
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol
-
-import zstandard
 
 from ocitool.errors import DigestMismatchError, LayerError
 from ocitool.image.digest import DigestVerifier
 from ocitool.image.manifest import LAYER_TYPES
 
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, BinaryIO, Protocol
+
+    class Readable(Protocol):
+        """Something to read bytes from."""
+
+        def read(self, size: int, /) -> bytes: ...
+
+    class _Decompressor(Protocol):
+        """What zlib and zstandard decompressor objects have in common."""
+
+        eof: bool
+        unused_data: bytes
+        unconsumed_tail: bytes
+
+        def decompress(self, data: memoryview, /) -> bytes: ...
+
 CHUNK = 1 << 20
 _QUEUE_CHUNKS = 4  # decompressed chunks the helper thread may run ahead by
-_DECOMPRESSION_ERRORS = (EOFError, zlib.error, zstandard.ZstdError)
 _ZSTD_FEED = 256  # compressed bytes per zstd decompress() call (<= 8 MiB of output), see _decompress
 
 
-@dataclass(frozen=True)
 class LayerSource:
     """One layer to apply: how to open its blob, and what it must be and hash to."""
 
-    open_blob: Callable[[], BinaryIO]
-    media_type: str
-    digest: str
-    size: int
-    diff_id: str
+    __slots__ = ("open_blob", "media_type", "digest", "size", "diff_id")
 
-
-class Readable(Protocol):
-    """Something to read bytes from."""
-
-    def read(self, size: int, /) -> bytes: ...
+    def __init__(self, open_blob: Callable[[], BinaryIO], media_type: str, digest: str, size: int, diff_id: str):
+        self.open_blob = open_blob
+        self.media_type = media_type
+        self.digest = digest
+        self.size = size
+        self.diff_id = diff_id
 
 
 class LayerTar:
@@ -118,6 +127,7 @@ def _uncompressed_chunks(blob: BinaryIO, source: LayerSource, compression: str) 
     same_bytes = compression == "none" and source.diff_id == source.digest
     diff_check = None if same_bytes else DigestVerifier(source.diff_id)
     raw = _Verified(blob, blob_check)
+    corrupt = _decompression_errors(compression)
     chunks = (iter(lambda: raw.read(CHUNK), b"") if compression == "none"
               else _batched(_decompress(raw, compression)))
     try:
@@ -127,7 +137,7 @@ def _uncompressed_chunks(blob: BinaryIO, source: LayerSource, compression: str) 
             yield chunk
         while raw.read(CHUNK):  # bytes after the end of the compressed stream still count
             pass
-    except _DECOMPRESSION_ERRORS as exc:
+    except corrupt as exc:
         raise LayerError(f"layer {source.digest}: corrupt or truncated {compression} data: {exc}") from None
     except OSError as exc:
         raise LayerError(f"layer {source.digest}: cannot read the blob: {exc.strerror or exc}") from None
@@ -165,14 +175,14 @@ def _decompress(raw: Readable, compression: str) -> Iterator[bytes]:
     members is skipped, as gzip(1) does.
     """
     gzip = compression == "gzip"
-    zstd = zstandard.ZstdDecompressor()
+    zstd = None if gzip else _zstd_decompressor()
     member: _Decompressor | None = None
     pending = memoryview(b"")  # input not given to a decompressor yet
     while pending or (pending := memoryview(raw.read(CHUNK))):
         if member is None:
             if gzip and not (pending := memoryview(bytes(pending).lstrip(b"\0"))):
                 continue
-            member = zlib.decompressobj(31) if gzip else zstd.decompressobj()
+            member = zlib.decompressobj(31) if zstd is None else zstd.decompressobj()
         if gzip:
             output = member.decompress(pending, CHUNK)
             pending = memoryview(member.unconsumed_tail)
@@ -187,6 +197,19 @@ def _decompress(raw: Readable, compression: str) -> Iterator[bytes]:
         raise EOFError("the data ends in the middle of a compressed member")
 
 
+def _zstd_decompressor() -> Any:
+    import zstandard  # only zstd layers need it
+    return zstandard.ZstdDecompressor()
+
+
+def _decompression_errors(compression: str) -> tuple[type[Exception], ...]:
+    """What reading a corrupt or truncated stream of ``compression`` raises."""
+    if compression != "zstd":
+        return EOFError, zlib.error
+    import zstandard
+    return EOFError, zlib.error, zstandard.ZstdError
+
+
 def _batched(pieces: Iterator[bytes]) -> Iterator[bytes]:
     """Join small pieces into chunks of about CHUNK bytes (fewer hand-overs between threads)."""
     batch: list[bytes] = []
@@ -199,16 +222,6 @@ def _batched(pieces: Iterator[bytes]) -> Iterator[bytes]:
             batch, size = [], 0
     if batch:
         yield b"".join(batch)
-
-
-class _Decompressor(Protocol):
-    """What zlib and zstandard decompressor objects have in common."""
-
-    eof: bool
-    unused_data: bytes
-    unconsumed_tail: bytes
-
-    def decompress(self, data: memoryview, /) -> bytes: ...
 
 
 _END = object()

@@ -13,11 +13,12 @@ import base64
 import contextlib
 import os
 import pwd
-import socket
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+
+TYPE_CHECKING = False  # type checkers treat this as True; this import serves annotations only
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 KEYWORDS = ("size", "type", "uid", "gid", "mode", "link", "nlink", "tar_time", "sha256digest", "xattr")
 DIR, FILE, LINK, CHAR, BLOCK, FIFO = "dir", "file", "link", "char", "block", "fifo"
@@ -29,7 +30,6 @@ _VIS = tuple("\\\\" if b == 0x5C else chr(b) if 0x21 <= b <= 0x7E and b not in _
              for b in range(256))
 
 
-@dataclass(slots=True, eq=False)
 class Inode:
     """What the manifest says about one inode; hard links share the object.
 
@@ -37,17 +37,22 @@ class Inode:
     ``children`` maps names to inodes for a directory and is None otherwise.
     """
 
-    kind: str
-    mode: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    size: int = 0
-    link: str = ""
-    sha256: str = ""
-    xattrs: dict[str, bytes] = field(default_factory=dict)
-    nlink: int = 1
-    children: dict[str, Inode] | None = None
+    __slots__ = ("kind", "mode", "uid", "gid", "mtime_ns", "size", "link", "sha256", "xattrs", "nlink", "children")
+
+    def __init__(self, kind: str, mode: int, uid: int, gid: int, mtime_ns: int, size: int = 0, link: str = "",
+                 sha256: str = "", xattrs: dict[str, bytes] | None = None, nlink: int = 1,
+                 children: dict[str, Inode] | None = None):
+        self.kind = kind
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtime_ns = mtime_ns
+        self.size = size
+        self.link = link
+        self.sha256 = sha256
+        self.xattrs = {} if xattrs is None else xattrs
+        self.nlink = nlink
+        self.children = children
 
 
 class Mtree:
@@ -188,7 +193,7 @@ def _header(tree: Path) -> list[str]:
     lines = []
     with contextlib.suppress(KeyError):
         lines.append(f"#{'user: ':>16}{pwd.getpwuid(os.geteuid()).pw_name}")
-    lines.append(f"#{'machine: ':>16}{socket.gethostname()}")
+    lines.append(f"#{'machine: ':>16}{os.uname().nodename}")
     lines.append(f"#{'tree: ':>16}{os.path.normpath(tree)}")
     now = time.localtime()
     lines.append(f"#{'date: ':>16}{time.strftime('%a %b', now)} {now.tm_mday} {time.strftime('%H:%M:%S %Y', now)}")

@@ -9,32 +9,35 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ocitool.bundle.convert import runtime_config
 from ocitool.bundle.extract import apply_layers
 from ocitool.bundle.layers import LayerSource
 from ocitool.bundle.spec import write_spec
 from ocitool.errors import ManifestError, OcitoolError
+from ocitool.fsutil import make_temp_dir, remove_tree
 from ocitool.image.inspect import LocalImage, load_local
 from ocitool.image.store import ImageStore
 from ocitool.log import get_logger
+
+TYPE_CHECKING = False  # type checkers treat this as True; this import serves annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 BUNDLE_RECORD = "ocitool.json"
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
 class UnpackResult:
     """What ``unpack`` made."""
 
-    bundle: Path
-    manifest_digest: str
-    mtree_name: str
+    __slots__ = ("bundle", "manifest_digest", "mtree_name")
+
+    def __init__(self, bundle: Path, manifest_digest: str, mtree_name: str):
+        self.bundle = bundle
+        self.manifest_digest = manifest_digest
+        self.mtree_name = mtree_name
 
 
 def unpack(store: ImageStore, name: str, bundle: Path, *, rootless: bool) -> UnpackResult:
@@ -43,7 +46,7 @@ def unpack(store: ImageStore, name: str, bundle: Path, *, rootless: bool) -> Unp
     layers = _layer_sources(store, image)
     bundle = bundle.absolute()
     _check_destination(bundle)
-    staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.ocitool-", dir=bundle.parent))
+    staging = Path(make_temp_dir(bundle.parent, f".{bundle.name}.ocitool-"))
     try:
         os.chmod(staging, 0o755)
         rootfs = staging / "rootfs"
@@ -60,7 +63,7 @@ def unpack(store: ImageStore, name: str, bundle: Path, *, rootless: bool) -> Unp
         _write_record(staging / BUNDLE_RECORD, image, rootless, mtree_name)
         _move_into_place(staging, bundle)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
         raise
     return UnpackResult(bundle, image.descriptor["digest"], mtree_name)
 

@@ -12,23 +12,33 @@ import base64
 import binascii
 import json
 import os
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ocitool.errors import AuthError
+
+TYPE_CHECKING = False  # type checkers treat this as True; this import serves annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
 
 
-@dataclass(frozen=True)
 class Credentials:
     """A user name and password (or token) for one registry."""
 
-    username: str
-    password: str
+    __slots__ = ("username", "password")
+
+    def __init__(self, username: str, password: str):
+        self.username = username
+        self.password = password
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Credentials) and (self.username, self.password) == (other.username,
+                                                                                     other.password)
+
+    def __hash__(self) -> int:
+        return hash((self.username, self.password))
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, password=<hidden>)"
@@ -118,6 +128,7 @@ def _decode_auth(entry: Any, path: Path) -> Credentials | None:
 
 def _from_helper(name: str, registry: str) -> Credentials | None:
     """Ask ``docker-credential-<name> get``; a helper with no entry means no credentials."""
+    import subprocess  # only credential helpers need it
     program = f"docker-credential-{name}"
     server = DOCKER_HUB_SERVER_URL if registry in DOCKER_HUB_KEYS else registry
     try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import platform as _platform
-from dataclasses import dataclass
-from typing import Any
+import os
 
 from ocitool.errors import NotFoundError, OcitoolError
+
+TYPE_CHECKING = False  # type checkers treat this as True; this import serves annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 # uname machine -> (GOARCH, variant), as Go and containerd name them.
 _MACHINE_ARCH = {
@@ -18,13 +20,27 @@ _MACHINE_ARCH = {
 }
 
 
-@dataclass(frozen=True)
 class Platform:
     """An image platform; an empty variant matches any variant."""
 
-    os: str
-    architecture: str
-    variant: str = ""
+    __slots__ = ("os", "architecture", "variant")
+
+    def __init__(self, os: str, architecture: str, variant: str = ""):
+        self.os = os
+        self.architecture = architecture
+        self.variant = variant
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Platform) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Platform({self.os!r}, {self.architecture!r}, {self.variant!r})"
+
+    def _key(self) -> tuple[str, str, str]:
+        return self.os, self.architecture, self.variant
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
@@ -43,7 +59,8 @@ def _normal_variant(p: Platform) -> str:
 
 def host_platform() -> Platform:
     """The platform of this machine."""
-    arch, variant = _MACHINE_ARCH.get(_platform.machine(), (_platform.machine(), ""))
+    machine = os.uname().machine  # what platform.machine() reads, without importing platform
+    arch, variant = _MACHINE_ARCH.get(machine, (machine, ""))
     return Platform("linux", arch, variant)
 
 

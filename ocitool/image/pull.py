@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any
 
 from ocitool.config import Config
 from ocitool.errors import ManifestError, OcitoolError
@@ -26,8 +23,10 @@ from ocitool.image.store import ImageStore
 from ocitool.progress import NoProgress
 from ocitool.log import get_logger
 
-TYPE_CHECKING = False  # type checkers treat this as True; this import serves annotations only
+TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
+    from typing import Any
+
     from ocitool.progress import Progress
 
 log = get_logger(__name__)
@@ -35,27 +34,32 @@ MAX_CONFIG_BYTES = 8 * 1024 * 1024
 DEFAULT_JOBS = 4
 
 
-@dataclass(frozen=True)
 class RemoteImage:
     """One platform's manifest as resolved from a registry, not yet stored."""
 
-    client: RegistryClient
-    ref: Reference
-    manifest: dict[str, Any]
-    manifest_bytes: bytes
-    media_type: str
-    digest: str            # the digest the registry knows the manifest by
-    platform: Platform | None
+    __slots__ = ("client", "ref", "manifest", "manifest_bytes", "media_type", "digest", "platform")
+
+    def __init__(self, client: RegistryClient, ref: Reference, manifest: dict[str, Any], manifest_bytes: bytes,
+                 media_type: str, digest: str, platform: Platform | None):
+        self.client = client
+        self.ref = ref
+        self.manifest = manifest
+        self.manifest_bytes = manifest_bytes
+        self.media_type = media_type
+        self.digest = digest          # the digest the registry knows the manifest by
+        self.platform = platform
 
 
-@dataclass(frozen=True)
 class PullResult:
     """What a pull stored."""
 
-    name: str              # the ref name in index.json
-    digest: str            # the stored (OCI) manifest's digest
-    registry_digest: str   # the manifest digest at the registry (differs for converted Docker manifests)
-    platform: Platform | None
+    __slots__ = ("name", "digest", "registry_digest", "platform")
+
+    def __init__(self, name: str, digest: str, registry_digest: str, platform: Platform | None):
+        self.name = name                        # the ref name in index.json
+        self.digest = digest                    # the stored (OCI) manifest's digest
+        self.registry_digest = registry_digest  # at the registry (differs for converted Docker manifests)
+        self.platform = platform
 
 
 class _Cancelled(Exception):
@@ -155,19 +159,35 @@ def _download_layers(image: RemoteImage, store: ImageStore, progress: Progress, 
             progress.finish(layer["digest"], "already present")
         else:
             wanted.setdefault(layer["digest"], layer)
-    if not wanted:
-        return
+    pending = iter(list(wanted.values()))
+    take = threading.Lock()
     cancel = threading.Event()
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull") as pool:
-        futures = [pool.submit(_download_blob, image, store, layer, progress, cancel) for layer in wanted.values()]
-        try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-        finally:
-            cancel.set()  # after a failure or Ctrl-C, the others stop at their next chunk
-        wait(futures)
-    for future in futures:
-        if future.exception():
-            raise future.exception()
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        while not cancel.is_set():
+            with take:
+                layer = next(pending, None)
+            if layer is None:
+                return
+            try:
+                _download_blob(image, store, layer, progress, cancel)
+            except BaseException as exc:  # noqa: BLE001 - raised again below, in the calling thread
+                failures.append(exc)
+                cancel.set()  # the others stop at their next chunk
+
+    helpers = [threading.Thread(target=work, name=f"pull-{n}") for n in range(min(jobs, len(wanted)) - 1)]
+    try:
+        for helper in helpers:
+            helper.start()
+        work()  # this thread downloads too: a single layer needs no thread at all
+        for helper in helpers:
+            helper.join()
+    except BaseException:
+        cancel.set()  # Ctrl-C while waiting
+        raise
+    if failures:
+        raise failures[0]
 
 
 def _download_blob(image: RemoteImage, store: ImageStore, descriptor: dict[str, Any],

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ocitool.errors import NotFoundError, StoreError
-from ocitool.fsutil import atomic_write
+from ocitool.fsutil import atomic_write, create_temp_file
 from ocitool.image.digest import DigestVerifier, validate_digest
 from ocitool.image.manifest import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, decode_manifest
 
@@ -37,12 +37,11 @@ class BlobWriter:
     """A blob being written to a temporary file in the store; see :meth:`ImageStore.blob_writer`."""
 
     def __init__(self, store: "ImageStore", digest: str, size: int | None):
-        import tempfile  # only writers need it, not the commands that just read the store
         self._store = store
         self.digest = digest
         self.size = size
         self.verifier = DigestVerifier(digest, size)
-        fd, name = tempfile.mkstemp(prefix="blob-", dir=store.tmp_dir)
+        fd, name = create_temp_file(store.tmp_dir, "blob-")
         self.temp_path = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb")
 
