@@ -325,8 +325,7 @@ def run_command(options: SimpleNamespace) -> int:
                                  pids_limit=options.pids_limit, cpus=options.cpus, cap_add=options.cap_add,
                                  cap_drop=options.cap_drop, tty=options.tty, interactive=options.interactive,
                                  name=options.name, remove=options.rm)
-        store, name = _local_image(options)
-        return run_image(options.app.root, store, name, run_options)
+        return run_image(options.app.root, lambda: _local_image(options), run_options)
     except OcitoolError as exc:
         exc.exit_code = exc.exit_code if exc.exit_code in (126, 127) else RUN_FAILED
         raise

@@ -2,6 +2,8 @@
 
 This module sits above the three stages and chains them through their APIs:
 - the image is made present per ``--pull`` (image stage);
+- meanwhile, on a root's first run, a child process compiles Docker's seccomp profile into the
+  runtime's cache, which would otherwise keep the container waiting ~15 ms;
 - it is unpacked once into ``<root>/rootfs/<manifest hex>`` (bundle stage), under a lock, and
   the cache entry is used only once complete (unpack renames it into place at the end);
 - each run gets ``<root>/containers/<id>/`` with an overlayfs upper layer on the cached rootfs,
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from ocitool.bundle.convert import resolve_user, runtime_config
+from ocitool.bundle.spec import DEFAULT_CAPABILITIES
 from ocitool.errors import OcitoolError
 from ocitool.fsutil import atomic_write, remove_tree
 from ocitool.image.inspect import load_local
@@ -32,6 +35,7 @@ from ocitool.log import get_logger
 
 TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ocitool.image.store import ImageStore
@@ -85,12 +89,22 @@ def parse_bytes(text: str) -> int:
     return int(float(match[1]) * _SIZE_SUFFIXES[match[2] or "b"])
 
 
-def run_image(root: Path, store: ImageStore, name: str, options: RunOptions) -> int:
-    """Run the image tagged ``name`` as a container in the foreground and return its exit code."""
+def run_image(root: Path, get_image: Callable[[], tuple[ImageStore, str]], options: RunOptions) -> int:
+    """Run an image as a container in the foreground and return its exit code.
+
+    ``get_image`` makes the image present (pulling it if need be) and says where it is: a store
+    and the ref name in it.
+    """
     rootless = os.geteuid() != 0
     clean_up_abandoned_runs(root)
-    image = load_local(store, name)
-    cached = cached_bundle(root, store, name, image.descriptor["digest"], rootless)
+    filter_build = None if rootless else _start_filter_build(root, options)
+    try:
+        store, name = get_image()
+        image = load_local(store, name)
+        cached = cached_bundle(root, store, name, image.descriptor["digest"], rootless)
+    finally:
+        if filter_build is not None:
+            os.waitpid(filter_build, 0)
     container_id = validate_id(options.name) if options.name else os.urandom(6).hex()
     run_dir = _reserve_run(root, container_id)
     try:
@@ -247,10 +261,39 @@ def _apply_linux(spec: dict[str, Any], options: RunOptions, rootless: bool) -> N
     if options.cpus:
         resources["cpu"] = {"quota": int(options.cpus * 100000), "period": 100000}
     if not rootless:
-        bounding = {CAPABILITIES[name] for name in spec["process"]["capabilities"].get("bounding", [])}
-        linux["seccomp"] = seccomp.default_profile(bounding)
+        linux["seccomp"] = _docker_profile(spec["process"])
     elif any(resources.values()):
         log.warning("resource limits need root (or a delegated cgroup) and are ignored when rootless")
+
+
+def _docker_profile(process: dict[str, Any]) -> dict[str, Any]:
+    """Docker's seccomp profile for a process with these capabilities."""
+    return seccomp.default_profile({CAPABILITIES[name] for name in process["capabilities"].get("bounding", [])})
+
+
+def _start_filter_build(root: Path, options: RunOptions) -> int | None:
+    """On a root's first run, fork a child that compiles this run's seccomp profile into the runtime's
+    cache while this process gets the image; return its pid (None when there is a cache already).
+
+    The runtime then finds the program in its cache. Should the profile differ (a later run
+    with other ``--cap-add``/``--cap-drop``), the runtime compiles it itself, as on any miss.
+    """
+    cache = StateStore(root / "runtime").seccomp_cache
+    if os.path.isdir(cache):
+        return None
+    process: dict[str, Any] = {"capabilities": {kind: list(DEFAULT_CAPABILITIES)
+                                                for kind in ("bounding", "effective", "permitted")}}
+    _apply_capabilities(process, options)
+    profile = _docker_profile(process)
+    pid = os.fork()
+    if pid == 0:  # the child: build, store, leave without running anything of the parent's
+        code = 1
+        try:
+            seccomp.compile_filter(profile, cache)
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
 
 
 def _reserve_run(root: Path, container_id: str) -> Path:

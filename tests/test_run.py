@@ -108,6 +108,37 @@ def test_warm_run_loads_only_what_it_needs(run):
     assert not loaded & unneeded
 
 
+def test_cold_run_loads_only_what_it_needs(run):
+    """A first run pulls and unpacks, yet loads no HTTP library (the plain-HTTP registry needs
+    neither ssl nor http.client), no zstd for a gzip image, and none of the standard modules
+    that cost milliseconds to import for little use."""
+    cold = run("--rm", "busybox", "true", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert cold.returncode == 0, cold.stderr
+    loaded = {line.rpartition("|")[2].strip() for line in cold.stderr.splitlines() if line.startswith("import time:")}
+    assert {"ocitool.image.pull", "ocitool.bundle.unpack"} <= loaded  # it did pull and unpack
+    unneeded = {"requests", "urllib3", "http.client", "email", "ssl", "socket", "encodings.idna", "zstandard",
+                "concurrent.futures", "dataclasses", "tempfile", "random", "subprocess", "platform",
+                "logging", "argparse"}
+    assert not loaded & unneeded, loaded & unneeded
+
+
+def test_first_run_builds_the_seccomp_filter_meanwhile(run, monkeypatch):
+    """On a root's first run a child compiles the run's seccomp profile into the runtime's cache
+    while the image is fetched, so that the runtime only reads it back."""
+    from ocitool import run as run_module
+    from ocitool.runtime import seccomp
+
+    root = run.ocitool.root
+    options = run_module.RunOptions(cap_add=["SYS_ADMIN"])
+    child = run_module._start_filter_build(root, options)
+    assert child is not None and os.waitpid(child, 0)[1] == 0
+    assert run_module._start_filter_build(root, options) is None  # a root with a cache: no child
+    monkeypatch.setattr(seccomp, "_build_program", lambda spec: pytest.fail("the cached program was rebuilt"))
+    profile = run_module.build_spec({"config": {"Cmd": ["true"]}}, root, options, False, "x")["linux"]["seccomp"]
+    cache = os.path.join(root, "runtime", ".seccomp-cache")
+    assert seccomp.compile_filter(profile, cache).program
+
+
 def test_concurrent_runs_do_not_see_each_other(run):
     ocitool = run.ocitool
     ocitool("pull", "-q", "busybox")
