@@ -33,6 +33,13 @@ MAX_HEADERS = 256
 MAX_IDLE = 16                # kept-alive connections per client
 _RECV = 256 * 1024
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))  # would end or split a request line or field
+
+
+def _is_number(text: str, digits: frozenset[str] = frozenset("0123456789")) -> bool:
+    """ASCII digits only: no sign, space, underscore or other scripts' digits, which int() accepts."""
+    return bool(text) and all(c in digits for c in text)
 
 
 class HTTPError(Exception):
@@ -53,6 +60,8 @@ class URL:
     __slots__ = ("scheme", "netloc", "host", "port", "target", "username", "password")
 
     def __init__(self, text: str):
+        if " " in text or _CONTROL.intersection(text):
+            raise HTTPError(f"URL with spaces or control characters: {text[:80]!r}")
         scheme, sep, rest = text.partition("://")
         self.scheme = scheme.lower()
         if not sep or self.scheme not in ("http", "https"):
@@ -85,8 +94,8 @@ def _split_host_port(hostport: str, default_port: int) -> tuple[str, int]:
         port = port.removeprefix(":")
     else:
         host, _, port = hostport.partition(":")
-    if not host or (port and not port.isdigit()):
-        raise HTTPError(f"bad host in URL: {hostport!r}")
+    if not host or (port and not (_is_number(port) and 0 < int(port) < 65536)):
+        raise HTTPError(f"bad host or port in URL: {hostport!r}")
     return host.lower(), int(port) if port else default_port
 
 
@@ -251,11 +260,10 @@ class Response:
 
     @staticmethod
     def _next_chunk_size(connection: _Connection) -> int:
-        size = connection.read_line().partition(b";")[0].strip()
-        try:
-            return int(size, 16)
-        except ValueError:
-            raise HTTPError(f"malformed chunk size {size[:20]!r}") from None
+        size = connection.read_line().partition(b";")[0].strip().decode("latin-1")
+        if not _is_number(size, _HEX):
+            raise HTTPError(f"malformed chunk size {size[:20]!r}")
+        return int(size, 16)
 
     @property
     def content(self) -> bytes:
@@ -292,7 +300,7 @@ class Response:
 
 def _content_length(value: str) -> int:
     first = value.partition(",")[0].strip()  # identical repeated fields were joined
-    if not first.isdigit():
+    if not _is_number(first):
         raise HTTPError(f"bad Content-Length {value[:40]!r}")
     return int(first)
 
@@ -318,8 +326,19 @@ class Client:
                  f"Host: {target.authority}", "Accept-Encoding: identity", "User-Agent: ocitool"]
         if proxy is not None and target.scheme == "http" and proxy.username is not None:
             lines.append(f"Proxy-Authorization: {_basic(proxy)}")
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        for name, value in (headers or {}).items():
+            if _CONTROL.intersection(name) or _CONTROL.intersection(value):
+                raise HTTPError(f"header {name!r} has a line break or control character")
+            lines.append(f"{name}: {value}")
         message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        response = self._send(target, proxy, method, message)
+        if proxy is not None and response.status_code == 407:  # only plain HTTP gets here: see _tunnel
+            response.close()
+            raise ProxyError(f"proxy {proxy.address} refused the request (HTTP 407): give its credentials "
+                             f"in the proxy URL, http://USER:PASSWORD@{proxy.address}")
+        return response
+
+    def _send(self, target: URL, proxy: URL | None, method: str, message: bytes) -> Response:
         key = (target.scheme, target.host, target.port)
         connection = self._take_idle(key)
         if connection is not None:
@@ -440,10 +459,12 @@ def proxy_for(target: URL) -> URL | None:
     value = os.environ.get(name) or os.environ.get(name.upper())
     if not value:
         return None
-    proxy = URL(value if "://" in value else "http://" + value)
-    if proxy.scheme != "http":
+    if "://" in value and not value.lower().startswith("http://"):
         raise ProxyError(f"{name}={value}: only http:// proxies are supported")
-    return proxy
+    try:
+        return URL(value if "://" in value else "http://" + value)
+    except HTTPError as exc:
+        raise ProxyError(f"{name}={value}: {exc}") from None
 
 
 def _no_proxy(target: URL) -> bool:
