@@ -25,6 +25,7 @@ from ocitool.log import get_logger
 
 TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ocitool.progress import Progress
@@ -108,9 +109,7 @@ def pull(ref: Reference, store: ImageStore, config: Config, access: AccessOption
     image = resolve(ref, config, access, platform)
     try:
         with store.writing():
-            config_bytes = fetch_config(image)
-            _check_platform(image, config_bytes, platform)
-            _download_layers(image, store, progress, jobs)
+            config_bytes = _fetch_content(image, store, progress, jobs, platform)
             store.put_blob(config_bytes, image.manifest["config"]["digest"])
             descriptor = _store_manifest(image, store, config_bytes)
             store.set_ref(str(ref), descriptor)
@@ -150,8 +149,10 @@ def _store_manifest(image: RemoteImage, store: ImageStore, config_bytes: bytes) 
     return descriptor
 
 
-def _download_layers(image: RemoteImage, store: ImageStore, progress: Progress, jobs: int) -> None:
-    """Download the layers the store lacks, ``jobs`` at a time; the first failure cancels the rest."""
+def _fetch_content(image: RemoteImage, store: ImageStore, progress: Progress, jobs: int,
+                   platform: Platform | None) -> bytes:
+    """Fetch the config (checked against ``platform``) and download the layers the store lacks,
+    ``jobs`` requests at a time; return the config. The first failure cancels the rest."""
     wanted: dict[str, dict[str, Any]] = {}
     for layer in image.manifest["layers"]:
         if store.has_blob(layer["digest"]):
@@ -159,28 +160,44 @@ def _download_layers(image: RemoteImage, store: ImageStore, progress: Progress, 
             progress.finish(layer["digest"], "already present")
         else:
             wanted.setdefault(layer["digest"], layer)
-    pending = iter(list(wanted.values()))
-    take = threading.Lock()
+    config: list[bytes] = []
     cancel = threading.Event()
+
+    def get_config() -> None:
+        data = fetch_config(image)
+        _check_platform(image, data, platform)
+        config.append(data)
+
+    downloads = [lambda layer=layer: _download_blob(image, store, layer, progress, cancel)
+                 for layer in wanted.values()]
+    _in_parallel([get_config, *downloads], jobs, cancel)
+    return config[0]
+
+
+def _in_parallel(tasks: list[Callable[[], None]], jobs: int, cancel: threading.Event) -> None:
+    """Run ``tasks`` on up to ``jobs`` threads, this one included. The first failure sets ``cancel``
+    (downloads stop at their next chunk), stops handing out tasks, and is raised here."""
+    pending = iter(tasks)
+    take = threading.Lock()
     failures: list[BaseException] = []
 
     def work() -> None:
         while not cancel.is_set():
             with take:
-                layer = next(pending, None)
-            if layer is None:
+                task = next(pending, None)
+            if task is None:
                 return
             try:
-                _download_blob(image, store, layer, progress, cancel)
+                task()
             except BaseException as exc:  # noqa: BLE001 - raised again below, in the calling thread
                 failures.append(exc)
-                cancel.set()  # the others stop at their next chunk
+                cancel.set()
 
-    helpers = [threading.Thread(target=work, name=f"pull-{n}") for n in range(min(jobs, len(wanted)) - 1)]
+    helpers = [threading.Thread(target=work, name=f"pull-{n}") for n in range(min(jobs, len(tasks)) - 1)]
     try:
         for helper in helpers:
             helper.start()
-        work()  # this thread downloads too: a single layer needs no thread at all
+        work()  # this thread works too: a single task needs no thread at all
         for helper in helpers:
             helper.join()
     except BaseException:
