@@ -445,7 +445,7 @@ def _open_empty_dir(path: Path) -> int:
     return fd
 
 
-def _copy(chunks: Iterator[bytes], fd: int) -> str:
+def _copy(chunks: Iterator[bytes | memoryview], fd: int) -> str:
     """Write ``chunks`` to ``fd``; return their sha256 (hex)."""
     digest = hashlib.sha256()
     for chunk in chunks:

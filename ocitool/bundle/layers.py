@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 _QUEUE_CHUNKS = 4  # decompressed chunks the helper thread may run ahead by
+# The first chunks handed over are small, so that extraction starts early; they double up to
+# CHUNK, so that a large layer still crosses between the threads in few pieces.
+_FIRST_CHUNK = 128 << 10
 _ZSTD_FEED = 256  # compressed bytes per zstd decompress() call (<= 8 MiB of output), see _decompress
 
 
@@ -74,8 +77,9 @@ class LayerTar:
             self._tar.members.clear()  # tarfile indexes every header; one pass needs none
             yield info
 
-    def content(self, info: tarfile.TarInfo) -> Iterator[bytes]:
-        """The data of the regular file ``info`` (the entry just returned), in chunks."""
+    def content(self, info: tarfile.TarInfo) -> Iterator[bytes | memoryview]:
+        """The data of the regular file ``info`` (the entry just returned), in chunks, each as
+        soon as it has been decompressed."""
         if info.sparse is not None or self._stream.tell() != info.offset_data:
             reader = self._tar.extractfile(info)  # tarfile knows where the data and holes are
             assert reader is not None, f"{info.name} is not a regular file"
@@ -83,7 +87,7 @@ class LayerTar:
             return
         remaining = info.size  # plain data follows the header: skip tarfile's file object
         while remaining:
-            chunk = self._stream.read(min(remaining, CHUNK))
+            chunk = self._stream.read_some(remaining)
             if not chunk:
                 raise tarfile.ReadError("unexpected end of data")
             remaining -= len(chunk)
@@ -178,6 +182,7 @@ def _decompress(raw: Readable, compression: str) -> Iterator[bytes]:
     (a 4-byte run-length block expands to 128 KiB). NUL padding between or after gzip
     members is skipped, as gzip(1) does.
     """
+    limit = _FIRST_CHUNK
     gzip = compression == "gzip"
     zstd = None if gzip else _zstd_decompressor()
     member: _Decompressor | None = None
@@ -188,7 +193,7 @@ def _decompress(raw: Readable, compression: str) -> Iterator[bytes]:
                 continue
             member = isal_zlib.decompressobj(31) if zstd is None else zstd.decompressobj()
         if gzip:
-            output = member.decompress(pending, CHUNK)
+            output = member.decompress(pending, limit)
             pending = memoryview(member.unconsumed_tail)
         else:
             output, pending = member.decompress(pending[:_ZSTD_FEED]), pending[_ZSTD_FEED:]
@@ -196,6 +201,7 @@ def _decompress(raw: Readable, compression: str) -> Iterator[bytes]:
             pending = memoryview(member.unused_data + bytes(pending))
             member = None
         if output:
+            limit = min(limit * 2, CHUNK)
             yield output
     if member is not None:
         raise EOFError("the data ends in the middle of a compressed member")
@@ -215,15 +221,16 @@ def _decompression_errors(compression: str) -> tuple[type[Exception], ...]:
 
 
 def _batched(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """Join small pieces into chunks of about CHUNK bytes (fewer hand-overs between threads)."""
+    """Join small pieces into chunks growing from _FIRST_CHUNK to CHUNK bytes (fewer hand-overs
+    between threads)."""
     batch: list[bytes] = []
-    size = 0
+    size, target = 0, _FIRST_CHUNK
     for piece in pieces:
         batch.append(piece)
         size += len(piece)
-        if size >= CHUNK:
+        if size >= target:
             yield b"".join(batch)
-            batch, size = [], 0
+            batch, size, target = [], 0, min(target * 2, CHUNK)
     if batch:
         yield b"".join(batch)
 
@@ -265,6 +272,16 @@ class _Pipe:
             size -= len(piece)
             parts.append(piece)
         data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._position += len(data)
+        return data
+
+    def read_some(self, size: int) -> bytes | memoryview:
+        """Up to ``size`` bytes of what has arrived (waiting only when nothing has), not copied;
+        empty at the end."""
+        if self._offset >= len(self._chunk) and not self._next_chunk():
+            return b""
+        data = memoryview(self._chunk)[self._offset:self._offset + size]
+        self._offset += len(data)
         self._position += len(data)
         return data
 
