@@ -110,14 +110,14 @@ def test_warm_run_loads_only_what_it_needs(run):
 
 def test_cold_run_loads_only_what_it_needs(run):
     """A first run pulls and unpacks, yet loads no HTTP library (the plain-HTTP registry needs
-    neither ssl nor http.client), no zstd for a gzip image, and none of the standard modules
-    that cost milliseconds to import for little use."""
+    neither ssl nor http.client), no zstd for a gzip image, no tomllib for a simple config, and
+    none of the standard modules that cost milliseconds to import for little use."""
     cold = run("--rm", "busybox", "true", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert cold.returncode == 0, cold.stderr
     loaded = {line.rpartition("|")[2].strip() for line in cold.stderr.splitlines() if line.startswith("import time:")}
     assert {"ocitool.image.pull", "ocitool.bundle.unpack"} <= loaded  # it did pull and unpack
     unneeded = {"requests", "urllib3", "http.client", "email", "ssl", "socket", "encodings.idna", "zstandard",
-                "concurrent.futures", "dataclasses", "tempfile", "random", "subprocess", "platform",
+                "concurrent.futures", "dataclasses", "tempfile", "random", "subprocess", "platform", "tomllib",
                 "logging", "argparse"}
     assert not loaded & unneeded, loaded & unneeded
 
