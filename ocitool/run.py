@@ -3,7 +3,8 @@
 This module sits above the three stages and chains them through their APIs:
 - the image is made present per ``--pull`` (image stage);
 - meanwhile, on a root's first run, a child process compiles Docker's seccomp profile into the
-  runtime's cache, which would otherwise keep the container waiting ~15 ms;
+  runtime's cache, which would otherwise keep the container waiting ~15 ms, and a thread loads
+  the extraction code;
 - it is unpacked once into ``<root>/rootfs/<manifest hex>`` (bundle stage), under a lock, and
   the cache entry is used only once complete (unpack renames it into place at the end);
 - each run gets ``<root>/containers/<id>/`` with an overlayfs upper layer on the cached rootfs,
@@ -35,6 +36,7 @@ from ocitool.log import get_logger
 
 TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable
     from typing import Any
 
@@ -98,11 +100,14 @@ def run_image(root: Path, get_image: Callable[[], tuple[ImageStore, str]], optio
     rootless = os.geteuid() != 0
     clean_up_abandoned_runs(root)
     filter_build = None if rootless else _start_filter_build(root, options)
+    loader = None if (root / "rootfs").is_dir() else _import_meanwhile("ocitool.bundle.unpack")
     try:
         store, name = get_image()
         image = load_local(store, name)
         cached = cached_bundle(root, store, name, image.descriptor["digest"], rootless)
     finally:
+        if loader is not None:
+            loader.join()  # the container is cloned from a single-threaded process (see cgroups.Entry)
         if filter_build is not None:
             os.waitpid(filter_build, 0)
     container_id = validate_id(options.name) if options.name else os.urandom(6).hex()
@@ -294,6 +299,20 @@ def _start_filter_build(root: Path, options: RunOptions) -> int | None:
         finally:
             os._exit(code)
     return pid
+
+
+def _import_meanwhile(module: str) -> threading.Thread:
+    """Import ``module`` on a thread while this one fetches the image, mostly waiting on the network:
+    a root's first run is sure to unpack. A failure is left for the import that needs the module."""
+    import threading  # not on a warm run's path
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            __import__(module)
+
+    thread = threading.Thread(target=load, name=f"import {module}")
+    thread.start()
+    return thread
 
 
 def _reserve_run(root: Path, container_id: str) -> Path:
