@@ -100,7 +100,7 @@ def run_image(root: Path, get_image: Callable[[], tuple[ImageStore, str]], optio
     rootless = os.geteuid() != 0
     clean_up_abandoned_runs(root)
     filter_build = None if rootless else _start_filter_build(root, options)
-    loader = None if (root / "rootfs").is_dir() else _import_meanwhile("ocitool.bundle.unpack")
+    loader = None if (root / "rootfs").is_dir() else _import_meanwhile("ocitool.bundle.unpack", "ocitool.runtime.init")
     try:
         store, name = get_image()
         image = load_local(store, name)
@@ -301,16 +301,18 @@ def _start_filter_build(root: Path, options: RunOptions) -> int | None:
     return pid
 
 
-def _import_meanwhile(module: str) -> threading.Thread:
-    """Import ``module`` on a thread while this one fetches the image, mostly waiting on the network:
-    a root's first run is sure to unpack. A failure is left for the import that needs the module."""
+def _import_meanwhile(*modules: str) -> threading.Thread:
+    """Import ``modules`` on a thread while this one fetches the image, mostly waiting on the network:
+    a root's first run is sure to unpack, then start a container. A failure is left for the import
+    that needs the module."""
     import threading  # not on a warm run's path
 
     def load() -> None:
-        with contextlib.suppress(Exception):
-            __import__(module)
+        for module in modules:
+            with contextlib.suppress(Exception):
+                __import__(module)
 
-    thread = threading.Thread(target=load, name=f"import {module}")
+    thread = threading.Thread(target=load, name="import meanwhile")
     thread.start()
     return thread
 
