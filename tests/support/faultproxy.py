@@ -14,11 +14,14 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 from requests.structures import CaseInsensitiveDict
+
+from .serving import LoopbackServer
+
 
 CHUNK = 64 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -30,7 +33,7 @@ def _is_blob(path: str) -> bool:
     return "/blobs/" in path and "/blobs/uploads/" not in path
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """Forward every request to ``upstream_url``, applying whichever faults are set.
 
     * ``cut_blob_after = N``: the next 200 blob GET longer than N bytes sends the full Content-Length but only
@@ -56,30 +59,14 @@ class FaultProxy:
         self.blob_delay = 0.0
         self.requests_seen: list[tuple[str, str, CaseInsensitiveDict[str]]] = []
         self.lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
         self.host = ""
         self.url = ""
 
     def start(self) -> "FaultProxy":
         """Listen on a free loopback port in a background thread."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
-        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self.host = f"127.0.0.1:{self.serve(_proxy_handler(self))}"
         self.url = f"http://{self.host}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
-
-    def stop(self) -> None:
-        """Stop listening (open keep-alive connections die with their daemon threads)."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "FaultProxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def take_canned_status(self, path: str) -> tuple[int, dict[str, str]] | None:
         """The fault status to answer ``path`` with instead of forwarding, if any."""

@@ -16,9 +16,12 @@ import http.client
 import socket
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from .serving import LoopbackServer
+
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
               "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
@@ -35,7 +38,7 @@ class ProxyRequest:
     headers: dict[str, str]
 
 
-class HTTPProxy:
+class HTTPProxy(LoopbackServer):
     """A threaded forward proxy on a free 127.0.0.1 port (``url``, ``port``)."""
 
     def __init__(self, hosts: dict[str, str] | None = None,
@@ -43,30 +46,14 @@ class HTTPProxy:
         self.hosts = dict(hosts or {})
         self.credentials = credentials
         self.seen: list[ProxyRequest] = []
-        self._httpd: ThreadingHTTPServer | None = None
         self.port = 0
         self.url = ""
 
     def start(self) -> "HTTPProxy":
         """Listen on a free loopback port in a background thread."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
-        self.port = self._httpd.server_address[1]
+        self.port = self.serve(_proxy_handler(self))
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
-
-    def stop(self) -> None:
-        """Stop listening (open connections and tunnels die with their daemon threads)."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "HTTPProxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def url_with_credentials(self, user: str, password: str) -> str:
         """``url`` with ``user:password@`` in it, as a proxy variable carries credentials

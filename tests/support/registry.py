@@ -17,10 +17,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from .images import Image, Index
+from .serving import LoopbackServer
+
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 START_TIMEOUT = 15.0
@@ -83,7 +84,7 @@ def _self_signed_cert(key: rsa.RSAPrivateKey, common_name: str = "ocitool test t
     return builder.sign(key, hashes.SHA256())
 
 
-class TokenServer:
+class TokenServer(LoopbackServer):
     """A Docker token-protocol auth server (``GET <realm>?service=..&scope=..``).
 
     Policy: a user in ``users`` with the right password gets every action requested;
@@ -107,7 +108,6 @@ class TokenServer:
         self._cert = _self_signed_cert(self._key)
         self._dir: Path | None = None
         self.cert_path = Path()
-        self._httpd: ThreadingHTTPServer | None = None
         self.url = ""
         self.realm = ""
 
@@ -116,19 +116,13 @@ class TokenServer:
         self._dir = Path(tempfile.mkdtemp(prefix="ocitool-token-"))
         self.cert_path = self._dir / "signer.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _token_handler(self))
-        port = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{self.serve(_token_handler(self))}"
         self.realm = f"{self.url}/token"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
         """Stop serving and delete the certificate directory."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        super().stop()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
