@@ -322,6 +322,19 @@ def test_connection_close_is_not_reused(serve, client, field):
     assert connections(server) == [1, 2]
 
 
+@pytest.mark.parametrize("version, field, reused", [
+    ("HTTP/1.0", None, False),                       # HTTP/1.0 closes unless it says otherwise
+    ("HTTP/1.0", "Connection: keep-alive", True),
+    ("HTTP/1.1", "Connection: keep-alive, close", False),
+])
+def test_persistence_follows_the_http_version(serve, client, version, field, reused):
+    first = answer(b"first", *([field] if field else [])).replace(b"HTTP/1.1", version.encode(), 1)
+    server = serve(first, answer(b"second"))
+    assert get(client, server.url) == (200, b"first")
+    assert get(client, server.url) == (200, b"second")
+    assert connections(server) == ([1, 1] if reused else [1, 2])
+
+
 def test_close_releases_idle_connections(serve, client):
     server = serve(answer(b"one"))
     get(client, server.url)
@@ -522,6 +535,15 @@ def test_loopback_and_no_proxy_targets_bypass_the_proxy(serve, client, proxy, mo
     with pytest.raises(HTTPError, match=TARGET):  # resolved by the client itself, which cannot
         client.request("GET", f"http://{TARGET}:{origin.port}/")
     assert proxy.seen == []
+
+
+def test_unreachable_proxy_is_named(client, monkeypatch):
+    with socket.socket() as probe:  # a free port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{port}")
+    with pytest.raises(HTTPError, match=f"proxy 127.0.0.1:{port}: Connection refused"):
+        client.request("GET", f"http://{TARGET}/")
 
 
 def test_https_proxy_tunnels_with_connect(tls_registry: RegistryServer, proxy, monkeypatch):

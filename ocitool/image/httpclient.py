@@ -165,13 +165,14 @@ class _Connection:
         except OSError as exc:
             raise HTTPError(_os_reason(exc)) from None
 
-    def read_head(self) -> tuple[int, list[tuple[str, str]]]:
-        """The status code and header fields of the next answer (interim 1xx answers skipped)."""
+    def read_head(self) -> tuple[int, list[tuple[str, str]], bool]:
+        """The status code and header fields of the next answer (interim 1xx answers skipped), and
+        whether it is HTTP/1.1 (whose connections stay open unless they say otherwise)."""
         while True:
-            status = _status(self.read_line())
+            http11, status = _status(self.read_line())
             fields = self.read_fields()
             if not 100 <= status < 200:
-                return status, fields
+                return status, fields, http11
 
     def read_fields(self) -> list[tuple[str, str]]:
         """Header (or trailer) fields up to the empty line."""
@@ -187,12 +188,12 @@ class _Connection:
         self.sock.close()
 
 
-def _status(line: bytes) -> int:
+def _status(line: bytes) -> tuple[bool, int]:
     version, _, rest = line.partition(b" ")
     code = rest[:3]
     if not version.startswith(b"HTTP/1.") or not code.isdigit() or rest[3:4] not in (b"", b" "):
         raise HTTPError(f"not an HTTP/1.x answer: {line[:80]!r}")
-    return int(code)
+    return version != b"HTTP/1.0", int(code)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -205,10 +206,13 @@ def _os_reason(exc: OSError) -> str:
 class Response:
     """A status, headers and a body read as it arrives; ``close`` it unless the body was read to the end."""
 
-    def __init__(self, client: Client, connection: _Connection, status: int, headers: Headers, has_body: bool):
+    def __init__(self, client: Client, connection: _Connection, status: int, headers: Headers, has_body: bool,
+                 http11: bool = True):
         self.status_code = status
         self.headers = headers
         self._client = client
+        tokens = (headers.get("Connection") or "").lower().replace(" ", "").split(",")
+        self._persistent = "close" not in tokens and (http11 or "keep-alive" in tokens)
         self._connection: _Connection | None = connection
         self._content: bytes | None = None
         chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
@@ -290,7 +294,7 @@ class Response:
         self._finish(reusable=False)
 
     def _release(self) -> None:
-        self._finish(reusable=self.headers.get("Connection", "").lower() != "close")
+        self._finish(reusable=self._persistent)
 
     def _finish(self, reusable: bool) -> None:
         connection, self._connection = self._connection, None
@@ -355,9 +359,9 @@ class Client:
 
     def _exchange(self, connection: _Connection, method: str, message: bytes) -> Response:
         connection.send(message)
-        status, fields = connection.read_head()
+        status, fields, http11 = connection.read_head()
         has_body = method != "HEAD" and status not in (204, 304)
-        return Response(self, connection, status, Headers(fields), has_body)
+        return Response(self, connection, status, Headers(fields), has_body, http11)
 
     def give_back(self, connection: _Connection, reusable: bool) -> None:
         """Keep ``connection`` for the next request to its server, or close it."""
@@ -383,7 +387,7 @@ class Client:
 
     def _open(self, target: URL, proxy: URL | None, key: tuple[str, str, int]) -> _Connection:
         via = proxy or target
-        sock = _connect(via.host, via.port, self.timeout[0])
+        sock = _connect(via.host, via.port, self.timeout[0], proxy is not None)
         try:
             if proxy is not None and target.scheme == "https":
                 _tunnel(_Connection(sock, key), target, proxy)
@@ -413,13 +417,14 @@ class Client:
             raise HTTPError(_os_reason(exc)) from None
 
 
-def _connect(host: str, port: int, timeout: float) -> Any:
-    """A TCP connection to the first address of ``host`` that answers."""
+def _connect(host: str, port: int, timeout: float, proxy: bool) -> Any:
+    """A TCP connection to the first address of ``host`` that answers (a ``proxy``: errors say so)."""
+    where = f"proxy {host}:{port}: " if proxy else ""
     try:
         # an ASCII name as bytes: a str makes getaddrinfo load the idna codec (~1 ms)
         addresses = _socket.getaddrinfo(host.encode() if host.isascii() else host, port, 0, _socket.SOCK_STREAM)
     except OSError as exc:
-        raise HTTPError(f"{exc.strerror or exc} ({host})") from None
+        raise HTTPError(f"{where}{exc.strerror or exc} ({host})") from None
     failure = "no address"
     for family, kind, proto, _, address in addresses:
         sock = _socket.socket(family, kind, proto)
@@ -431,7 +436,7 @@ def _connect(host: str, port: int, timeout: float) -> Any:
         except OSError as exc:
             sock.close()
             failure = _os_reason(exc)
-    raise HTTPError(failure)
+    raise HTTPError(where + failure)
 
 
 def _tunnel(connection: _Connection, target: URL, proxy: URL) -> None:
@@ -440,7 +445,7 @@ def _tunnel(connection: _Connection, target: URL, proxy: URL) -> None:
     if proxy.username is not None:
         lines.append(f"Proxy-Authorization: {_basic(proxy)}")
     connection.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    status, _ = connection.read_head()
+    status, _, _ = connection.read_head()
     if status != 200:
         raise ProxyError(f"proxy {proxy.address} refused a tunnel to {target.address} (HTTP {status})")
 
