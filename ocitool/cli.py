@@ -168,7 +168,9 @@ def pull_command(options: SimpleNamespace) -> None:
 
     IMAGE is a reference such as busybox, quay.io/org/app:1.2,
     localhost:5000/x@sha256:..., optionally prefixed with docker://.
-    Mirrors and insecure registries come from the config file.
+    Mirrors and insecure registries come from the config file. Proxies
+    come from https_proxy, http_proxy and no_proxy; SSL_CERT_FILE names
+    the CAs to trust instead of the system's.
     Example: ocitool pull --platform linux/arm64 alpine:3.20
     """
     from ocitool.image.pull import pull  # the HTTP stack: loaded only by commands that need it

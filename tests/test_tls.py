@@ -14,6 +14,7 @@ def test_https_registry_verified_when_asked(ocitool, tls_registry):
     assert "certificate verify failed" in refused.stderr and "--tls-verify=false" in refused.stderr
     trusted = ocitool("pull", "--tls-verify=true", ref, env={"SSL_CERT_FILE": str(tls_registry.ca_path)})
     assert trusted.stdout.strip() == tls_registry.images["library/busybox:latest"].digest
+    assert "SSL_CERT_FILE" in ocitool("pull", "--help").stdout  # and --help says so
 
 
 def test_tls_verify_false_and_loopback_default_accept_self_signed(ocitool, tls_registry):
