@@ -34,6 +34,16 @@ def test_connection_cut_mid_blob_resumes_with_range(ocitool, registry, big_image
     assert_valid_layout(ocitool.root / "images")
 
 
+def test_redirect_to_an_unusable_url_fails_at_once(ocitool, registry, big_image):
+    """A Location with a space (or another scheme) is the registry's error, not a transient one."""
+    with FaultProxy(registry.url) as proxy:
+        proxy.redirect_blobs_to = "http://bad host"
+        started = time.monotonic()
+        result = ocitool("pull", f"{proxy.host}/test/big", check=False)
+    assert result.returncode != 0 and "redirected to an unusable URL" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and time.monotonic() - started < 10  # no retries
+
+
 def test_flipped_bytes_are_rejected_and_nothing_stored(ocitool, registry, big_image):
     with FaultProxy(registry.url) as proxy:
         proxy.flip_blob_bytes = True

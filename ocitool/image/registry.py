@@ -246,8 +246,7 @@ class RegistryClient:
             if response.status_code not in (301, 302, 303, 307, 308) or not location:
                 return response
             response.close()
-            from urllib.parse import urljoin  # only redirects need it
-            url = urljoin(url, location)
+            url = _redirect_target(url, location, self.host)
         raise RegistryError(f"{self.host}: more than {MAX_REDIRECTS} redirects")
 
     def _base_url(self) -> str:
@@ -285,6 +284,18 @@ class RegistryClient:
                 raise RegistryError(f"{base} is not a registry (GET /v2/ answered HTTP {response.status_code})")
             return base
         raise AssertionError("unreachable")
+
+
+def _redirect_target(url: str, location: str, host: str) -> str:
+    """Where a redirect from ``url`` leads; RegistryError (not worth retrying) when that is not a
+    usable http(s) URL."""
+    from urllib.parse import urljoin  # only redirects need it
+    target = urljoin(url, location)
+    try:
+        URL(target)
+    except HTTPError as exc:
+        raise RegistryError(f"{host} redirected to an unusable URL: {exc}") from None
+    return target
 
 
 def _next_page(link: str) -> str | None:
