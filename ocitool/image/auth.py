@@ -8,14 +8,14 @@ otherwise) and cache it per scope until shortly before it expires.
 
 from __future__ import annotations
 
-import base64
 import re
 import threading
 import time
+
 from ocitool import cjson
 from ocitool.errors import AuthError
 from ocitool.image.credentials import Credentials
-from ocitool.image.httpclient import Client, HTTPError
+from ocitool.image.httpclient import Client, HTTPError, basic_authorization
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 MIN_TOKEN_SECONDS = 60  # the token spec's floor for expires_in
@@ -45,8 +45,7 @@ def parse_challenge(header: str) -> Challenge | None:
 
 def basic_header(credentials: Credentials) -> str:
     """The ``Authorization`` value for HTTP Basic."""
-    raw = f"{credentials.username}:{credentials.password}".encode()
-    return "Basic " + base64.b64encode(raw).decode()
+    return basic_authorization(credentials.username, credentials.password)
 
 
 class TokenCache:

@@ -21,6 +21,7 @@ import os
 import threading
 
 from ocitool import cjson
+from ocitool.config import is_loopback_host
 
 TYPE_CHECKING = False  # type checkers treat this as True; these imports serve annotations only
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ MAX_LINE = 64 * 1024         # one status or header line
 MAX_HEADERS = 256
 MAX_IDLE = 16                # kept-alive connections per client
 _RECV = 256 * 1024
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))  # would end or split a request line or field
 
@@ -141,10 +141,7 @@ class _Connection:
         if self._buffer:
             data, self._buffer = self._buffer[:limit], self._buffer[limit:]
             return data
-        try:
-            return self.sock.recv(limit)
-        except OSError as exc:
-            raise HTTPError(_os_reason(exc)) from None
+        return self._recv(limit)
 
     def read_line(self) -> bytes:
         """One CRLF- (or LF-) terminated line without its ending."""
@@ -159,9 +156,9 @@ class _Connection:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.removesuffix(b"\r")
 
-    def _recv(self) -> bytes:
+    def _recv(self, limit: int = _RECV) -> bytes:
         try:
-            return self.sock.recv(_RECV)
+            return self.sock.recv(limit)
         except OSError as exc:
             raise HTTPError(_os_reason(exc)) from None
 
@@ -329,7 +326,7 @@ class Client:
         lines = [f"{method} {target.target if proxy is None or target.scheme == 'https' else url} HTTP/1.1",
                  f"Host: {target.authority}", "Accept-Encoding: identity", "User-Agent: ocitool"]
         if proxy is not None and target.scheme == "http" and proxy.username is not None:
-            lines.append(f"Proxy-Authorization: {_basic(proxy)}")
+            lines.append(f"Proxy-Authorization: {_proxy_authorization(proxy)}")
         for name, value in (headers or {}).items():
             if _CONTROL.intersection(name) or _CONTROL.intersection(value):
                 raise HTTPError(f"header {name!r} has a line break or control character")
@@ -443,22 +440,26 @@ def _tunnel(connection: _Connection, target: URL, proxy: URL) -> None:
     """Ask the proxy for a ``CONNECT`` tunnel to ``target``'s host and port."""
     lines = [f"CONNECT {target.address} HTTP/1.1", f"Host: {target.address}"]
     if proxy.username is not None:
-        lines.append(f"Proxy-Authorization: {_basic(proxy)}")
+        lines.append(f"Proxy-Authorization: {_proxy_authorization(proxy)}")
     connection.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     status, _, _ = connection.read_head()
     if status != 200:
         raise ProxyError(f"proxy {proxy.address} refused a tunnel to {target.address} (HTTP {status})")
 
 
-def _basic(proxy: URL) -> str:
-    from urllib.parse import unquote
-    raw = f"{unquote(proxy.username or '')}:{unquote(proxy.password or '')}".encode()
-    return "Basic " + base64.b64encode(raw).decode()
+def basic_authorization(username: str, password: str) -> str:
+    """An ``Authorization`` (or ``Proxy-Authorization``) value for HTTP Basic."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _proxy_authorization(proxy: URL) -> str:
+    from urllib.parse import unquote  # the proxy URL's credentials are percent-encoded
+    return basic_authorization(unquote(proxy.username or ""), unquote(proxy.password or ""))
 
 
 def proxy_for(target: URL) -> URL | None:
     """The proxy the environment names for ``target``, or None to connect directly."""
-    if target.host in _LOOPBACK or target.host.startswith("127.") or _no_proxy(target):
+    if is_loopback_host(target.host) or _no_proxy(target):
         return None
     name = f"{target.scheme}_proxy"
     value = os.environ.get(name) or os.environ.get(name.upper())
