@@ -7,6 +7,7 @@ and the TOML config says which registries are insecure and which mirrors to try.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ocitool.errors import ConfigError
@@ -20,7 +21,7 @@ LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 # The TOML that ocitool's config needs, one construct per line: [table."headers"] and keys set
 # to a "string", true/false or ["string", ...]; strings without escapes, TOML's whitespace
 # (space, tab) and comments (no control characters but tab). Regular expressions, compiled
-# (and cached by re) only when there is a file to read.
+# (and cached by re) only when there is a file to read; re itself is loaded anyway (pathlib).
 _STRING = r'"[^"\\\x00-\x08\x0a-\x1f\x7f]*"'
 _KEY = rf"(?:[A-Za-z0-9_-]+|{_STRING})"
 _END = r"[ \t]*(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?"
@@ -104,7 +105,6 @@ def read_simple_toml(text: str) -> dict[str, Any] | None:
     Importing tomllib (with typing, datetime and string) costs ~8 ms, a tenth of a cold
     ``ocitool run``, for a file of a few lines.
     """
-    import re
     document: dict[str, Any] = {}
     table, defined = document, set()
     for line in text.removesuffix("\n").split("\n"):
@@ -133,7 +133,6 @@ def _key(text: str) -> str:
 
 def _value(text: str) -> str | bool | list[str]:
     if text.startswith("["):
-        import re
         return [item[1:-1] for item in re.findall(_STRING, text)]
     return text == "true" if text in ("true", "false") else text[1:-1]
 

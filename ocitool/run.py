@@ -100,7 +100,8 @@ def run_image(root: Path, get_image: Callable[[], tuple[ImageStore, str]], optio
     rootless = os.geteuid() != 0
     clean_up_abandoned_runs(root)
     filter_build = None if rootless else _start_filter_build(root, options)
-    loader = None if (root / "rootfs").is_dir() else _import_meanwhile("ocitool.bundle.unpack", "ocitool.runtime.init")
+    first_unpack = not (root / "rootfs").is_dir()
+    loader = _import_meanwhile("ocitool.bundle.unpack", "ocitool.runtime.init") if first_unpack else None
     try:
         store, name = get_image()
         image = load_local(store, name)
